@@ -1,0 +1,266 @@
+"""The one settings object.
+
+Embedded defaults run everything on one machine with no service (a local lake
+folder, Spark ``local[*]``, SQLite); the same code runs on a cluster by
+settings alone. Precedence, highest first: explicit overrides (CLI flags),
+``REAFLOW_*`` environment variables (nested with ``__``, e.g.
+``REAFLOW_SPARK__MASTER``), the YAML file named by ``--config`` or
+``REAFLOW_CONFIG``, the defaults below.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from reaflow.errors import SettingsError
+
+#: Names accepted by ``source.name`` (``reaflow ingest --source``).
+SOURCE_NAMES: tuple[str, ...] = (
+    "simulator",
+    "ml-100k",
+    "ml-1m",
+    "amazon-beauty",
+    "amazon-sports",
+    "amazon-scientific",
+    "amazon-s3rec",
+    "amazon-recbole",
+)
+
+_SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9]\d*)(,\s*[1-9]\d*)?\])?|spark://[^\s]+|yarn|k8s://[^\s]+)$")
+_REMOTE_LAKE_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "abfs://", "abfss://", "az://", "hdfs://", "memory://")
+
+_config_file: contextvars.ContextVar[str | None] = contextvars.ContextVar("reaflow_config_file", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkSettings(_Section):
+    """Sized for a 2-core, few-GiB machine; raise them on a cluster."""
+
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "2g"
+    executor_memory: str = "2g"
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not _SPARK_MASTER.match(value):
+            raise ValueError(f"unknown Spark master {value!r}; expected local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL")
+        return value
+
+    @field_validator("driver_memory", "executor_memory")
+    @classmethod
+    def _jvm_size(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+[kmgt]?", value.lower()):
+            raise ValueError(f"{value!r} is not a JVM memory size such as 512m or 2g")
+        return value
+
+
+class AirflowSettings(_Section):
+    #: None: SQLite file under ``state_dir``.
+    sql_alchemy_conn: str | None = None
+
+
+class MlflowSettings(_Section):
+    #: None: SQLite file under ``state_dir``; e.g. postgresql://user@host/mlflow on a cluster.
+    tracking_uri: str | None = None
+
+
+class FeastSettings(_Section):
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+
+
+class LLMSettings(_Section):
+    backend: Literal["local", "openai"] = "local"
+    #: For ``openai``: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+
+
+class SourceSettings(_Section):
+    """Where the daily raw logs come from."""
+
+    name: str = "simulator"
+    #: Local copy of a public dataset (a folder or file); None downloads it where that is possible.
+    path: Path | None = None
+    #: First day of the synthetic calendar for datasets that have no timestamps.
+    start_date: dt.date = dt.date(2024, 1, 1)
+    #: Days over which order-only datasets are spread.
+    synthetic_days: int = Field(30, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in SOURCE_NAMES:
+            raise ValueError(f"unknown dataset {value!r}; expected one of {', '.join(SOURCE_NAMES)}")
+        return value
+
+
+class NoiseSettings(_Section):
+    """Fractions of the simulator's output that are deliberately dirty."""
+
+    malformed_rate: float = Field(0.005, ge=0, le=0.5)
+    duplicate_rate: float = Field(0.01, ge=0, le=0.5)
+    near_duplicate_rate: float = Field(0.01, ge=0, le=0.5)
+    late_rate: float = Field(0.01, ge=0, le=0.5)
+    bot_user_rate: float = Field(0.002, ge=0, le=0.2)
+    #: Share of timestamps written with a non-UTC offset (valid, must be normalised).
+    offset_ts_rate: float = Field(0.05, ge=0, le=1)
+
+
+class SimulatorSettings(_Section):
+    """The embedded clickstream; defaults keep ``make run`` to seconds."""
+
+    seed: int = 42
+    start_date: dt.date = dt.date(2024, 1, 1)
+    days: int = Field(7, ge=1)
+    users: int = Field(20_000, ge=10)
+    items: int = Field(5_000, ge=20)
+    categories: int = Field(40, ge=2)
+    brands: int = Field(300, ge=1)
+    #: Lines written over all days (events plus noise).
+    events: int = Field(200_000, ge=100)
+    #: Zipf exponent of item popularity.
+    zipf_exponent: float = Field(1.05, gt=0)
+    #: Probability that the next item in a session follows the previous item's successors.
+    sequential_strength: float = Field(0.6, ge=0, le=1)
+    #: Daily probability that a user swaps one interest for a neighbouring one.
+    interest_drift: float = Field(0.03, ge=0, le=1)
+    #: Share of items launched after the first day (new catalog rows later).
+    new_item_rate: float = Field(0.1, ge=0, le=0.9)
+    noise: NoiseSettings = NoiseSettings()
+
+
+def _config_yaml_source(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource | None:
+    path = _config_file.get() or os.environ.get("REAFLOW_CONFIG")
+    if not path:
+        return None
+
+    class _YamlSource(PydanticBaseSettingsSource):
+        def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+            return None, field_name, False
+
+        def __call__(self) -> dict[str, Any]:
+            return _read_yaml(Path(path))
+
+    return _YamlSource(settings_cls)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SettingsError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SettingsError(f"config file {path} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REAFLOW_", env_nested_delimiter="__", extra="forbid", validate_assignment=True)
+
+    #: The lake: a local folder, or an object-store URI (s3://bucket/prefix) on a cluster.
+    lake_root: str = "var/lake"
+    #: Local state of the embedded services (SQLite files, Airflow home).
+    state_dir: Path = Path("var/state")
+    spark: SparkSettings = SparkSettings()
+    airflow: AirflowSettings = AirflowSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    feast: FeastSettings = FeastSettings()
+    llm: LLMSettings = LLMSettings()
+    source: SourceSettings = SourceSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        yaml_source = _config_yaml_source(settings_cls)
+        return (init_settings, env_settings) + ((yaml_source,) if yaml_source else ())
+
+    @field_validator("lake_root")
+    @classmethod
+    def _lake_root_usable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("lake_root is empty")
+        if value.startswith(_REMOTE_LAKE_SCHEMES):
+            return value.rstrip("/")
+        if "://" in value and not value.startswith("file://"):
+            raise ValueError(f"lake_root {value!r} has an unknown scheme; expected a local folder or one of {', '.join(_REMOTE_LAKE_SCHEMES)}")
+        path = Path(value.removeprefix("file://")).expanduser()
+        _require_writable(path, "lake_root")
+        return str(path)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir_usable(cls, value: Path) -> Path:
+        _require_writable(value.expanduser(), "state_dir")
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _openai_needs_endpoint(self) -> Settings:
+        if self.llm.backend == "openai" and not self.llm.base_url:
+            raise ValueError("llm.backend 'openai' needs llm.base_url (the OpenAI-compatible endpoint)")
+        return self
+
+    @property
+    def lake_is_local(self) -> bool:
+        return "://" not in self.lake_root
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def airflow_sql_alchemy_conn(self) -> str:
+        return self.airflow.sql_alchemy_conn or f"sqlite:///{self.state_dir.resolve() / 'airflow.db'}"
+
+
+def _require_writable(path: Path, name: str) -> None:
+    """Check the folder exists and is writable, or could be created; creates nothing."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"{name} {path} is not a folder ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path} is not writable")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate settings; any problem becomes one ``SettingsError`` line."""
+    token = _config_file.set(str(config_file) if config_file else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        parts.append(f"{where}: {msg}")
+    return "invalid settings: " + "; ".join(parts)

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated lake per test and the shared real datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the developer's REAFLOW_* variables or writes into the repo's var/."""
+    for name in list(os.environ):
+        if name.startswith("REAFLOW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("REAFLOW_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def lake_root(tmp_path) -> Path:
+    return tmp_path / "lake"
+
+
+@pytest.fixture
+def make_settings(lake_root):
+    from reaflow.settings import load_settings
+
+    def build(**overrides):
+        overrides.setdefault("lake_root", str(lake_root))
+        return load_settings(**overrides)
+
+    return build
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("REAFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data():
+    """Folder of a real public dataset; skips the test with a clear message when it is absent."""
+
+    def find(name: str) -> Path:
+        path = shared_data_root() / name
+        if not path.exists():
+            pytest.skip(f"real dataset {name!r} not found at {path}; set REAFLOW_SHARED_DATA to the folder that holds it")
+        return path
+
+    return find
