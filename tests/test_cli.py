@@ -1,0 +1,77 @@
+"""The command line as a user meets it: help everywhere, one-line errors, safe reruns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = ["simulate", "ingest", "run", "settings"]
+
+
+def reaflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reaflow.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_on_every_command(command):
+    result = reaflow(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "--source", "netflix"], "error: invalid settings: source.name: unknown dataset 'netflix'"),
+        (["ingest", "--source", "ml-100k", "--path", "/no/such/folder"], "error: /no/such/folder not found: expected a local copy of ml-100k"),
+        (["simulate", "--from", "2024-02-30"], "error: logical date '2024-02-30' is not YYYY-MM-DD"),
+        (["simulate", "--users", "0"], "error: invalid settings: simulator.users: Input should be greater than or equal to 10"),
+        (["settings", "--config", "/no/such.yaml"], "error: config file /no/such.yaml not found"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, message, tmp_path):
+    result = reaflow(*args, "--lake", str(tmp_path / "lake"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_setting_in_environment(tmp_path):
+    import os
+
+    env = {**os.environ, "REAFLOW_SPARK__MASTER": "local[two]"}
+    result = reaflow("settings", env=env)
+    assert result.returncode == 2 and "spark.master: unknown Spark master 'local[two]'" in result.stderr
+
+
+def test_simulate_then_rerun_is_identical(tmp_path):
+    args = ["simulate", "--lake", str(tmp_path / "lake"), "--days", "2", "--events", "4000", "--users", "300", "--items", "200"]
+    first = reaflow(*args)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["days"] == ["2024-01-01", "2024-01-02"] and summary["lines"] == 4000
+    snapshot = {p: p.read_bytes() for p in sorted((tmp_path / "lake").rglob("*")) if p.is_file()}
+    assert reaflow(*args).returncode == 0
+    assert snapshot == {p: p.read_bytes() for p in sorted((tmp_path / "lake").rglob("*")) if p.is_file()}
+
+
+def test_run_uses_the_configured_source(tmp_path):
+    config = tmp_path / "reaflow.yaml"
+    config.write_text(f"lake_root: {tmp_path / 'lake'}\nsimulator:\n  days: 2\n  events: 3000\n  users: 200\n  items: 100\n")
+    result = reaflow("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "lake" / "raw" / "events").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
+
+
+def test_settings_hide_the_api_key(tmp_path):
+    import os
+
+    env = {**os.environ, "REAFLOW_LLM__BACKEND": "openai", "REAFLOW_LLM__BASE_URL": "http://127.0.0.1:9/v1", "REAFLOW_LLM__API_KEY": "sk-secret"}
+    result = reaflow("settings", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "sk-secret" not in result.stdout and json.loads(result.stdout)["llm"]["api_key"] == "***"
