@@ -1,0 +1,1 @@
+"""The Feast feature repository and materialization helpers."""

@@ -1,0 +1,1 @@
+"""ReaSeq: LLM item knowledge enrichment and diffusion-LM beyond-log generation."""

@@ -1,0 +1,1 @@
+"""PyTorch sequential recommenders, training, evaluation and MLflow logging."""

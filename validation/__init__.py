@@ -1,0 +1,1 @@
+"""Great Expectations suites, the model gate and promotion."""
