@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -20,6 +21,8 @@ ColumnType = Literal["string", "double", "timestamp", "string_list"]
 
 #: Events before this instant are rejected as impossible for any source we read.
 MIN_EVENT_TS = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
+#: The one accepted timestamp form: ISO-8601, seconds, optional fraction, explicit offset.
+TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 #: How far past the end of its ``ds`` an event may be stamped (client clock skew).
 FUTURE_TOLERANCE = dt.timedelta(hours=1)
 
@@ -152,6 +155,8 @@ def classify_line(line: bytes, contract: Contract, **check: Any) -> Violation | 
 
 def parse_ts(value: str) -> dt.datetime | None:
     """An ISO-8601 timestamp with an explicit offset, as UTC; None if it is not one."""
+    if not isinstance(value, str) or not _TS_RE.match(value):
+        return None
     try:
         parsed = dt.datetime.fromisoformat(value)
     except (TypeError, ValueError):
@@ -166,6 +171,9 @@ def format_ts(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
         f".{value.microsecond:06d}Z" if value.microsecond else "Z"
     )
+
+
+_TS_RE = re.compile(TS_PATTERN)
 
 
 def _check_value(col: Column, value: Any, ds: str | dt.date | None) -> Violation | None:

@@ -15,7 +15,7 @@ What it models, and why:
   Each view may go down the funnel view -> click -> cart -> purchase -> rate.
 * Noise, all counted in each partition's ``_manifest.json`` so later stages can
   prove they handled it: exact duplicates, near-duplicate repeated views, bot
-  users (long, fast, random sessions), late events (stamped 1-3 days before the
+  users (long, fast, random sessions of clean JSON), late events (stamped 1-3 days before the
   partition's day), valid timestamps with non-UTC offsets, and malformed lines
   of every kind in ``reaflow.contracts.Reason`` (one defect per line, so each
   has exactly one expected quarantine reason).
@@ -228,6 +228,13 @@ class Simulator:
                 return
             next_event += 1
             event_id = _event_id(day, next_event)
+            if bot:  # bot traffic is clean JSON; its only defect is being a bot
+                emit(_line(event_id, _user_id(user), _item_id(item), kind, stamp(second), None, None, session))
+                counts.lines += 1
+                counts.valid_events += 1
+                counts.by_type[kind] += 1
+                counts.bot_events += 1
+                return
             if rand() < noise.malformed_rate:
                 defect = MALFORMED_KINDS[int(rand() * len(MALFORMED_KINDS))]
                 record = _record(event_id, _user_id(user), _item_id(item), kind, stamp(second), rating, value, session)
@@ -250,7 +257,6 @@ class Simulator:
             counts.lines += 1
             counts.valid_events += 1
             counts.by_type[kind] += 1
-            counts.bot_events += bot
             if counts.lines < quota and rand() < noise.duplicate_rate:
                 emit(encoded)
                 counts.lines += 1
