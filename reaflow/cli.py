@@ -108,11 +108,32 @@ def ingest(
 
 @app.command()
 @_one_line_errors
-def run(config: ConfigOpt = None, lake: LakeOpt = None) -> None:
-    """The main job on the configured source: ingest every configured day into the lake."""
-    from jobs.ingest import ingest as run_ingest
+def run(config: ConfigOpt = None, lake: LakeOpt = None, ds_from: FromOpt = None, ds_to: ToOpt = None) -> None:
+    """The main job: the daily_retraining DAG, once per logical date, in process (dag.test)."""
+    import datetime as dt
+    import os
 
-    _print(run_ingest(_settings(config, lake)))
+    from reaflow.airflow_local import run_dag_days
+    from reaflow.errors import InputError
+    from reaflow.lake import ds_str
+
+    settings = _settings(config, lake)
+    if ds_from is None and settings.source.name == "simulator":
+        first = settings.simulator.start_date
+        days = [(first + dt.timedelta(days=k)).isoformat() for k in range(settings.simulator.days)]
+    elif ds_from is None:
+        raise InputError(f"source {settings.source.name!r}: pass --from (and --to) to say which days to run")
+    else:
+        first, last = dt.date.fromisoformat(ds_str(ds_from)), dt.date.fromisoformat(ds_str(ds_to or ds_from))
+        days = [(first + dt.timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
+    env = {"REAFLOW_CONFIG": str(config.resolve())} if config else {}
+    if lake:
+        env["REAFLOW_LAKE_ROOT"] = lake
+    env["REAFLOW_STATE_DIR"] = str(settings.state_dir.resolve())
+    for name, value in os.environ.items():
+        if name.startswith("REAFLOW_"):
+            env.setdefault(name, value)
+    _print(run_dag_days(settings, "daily_retraining", days, env))
 
 
 @app.command("settings")

@@ -5,9 +5,14 @@ Layout (``ds`` is the logical date, ``YYYY-MM-DD``)::
     raw/events/ds=.../            as delivered (JSON lines)
     raw/items/ds=.../             catalog snapshot or changes
     quarantine/events/ds=.../     rejected rows with a reason
+    quarantine/items/ds=.../      rejected catalog rows with a reason
     curated/events/ds=.../        typed, deduplicated parquet
     curated/sequences/ds=.../     per-user item sequences as of ds
-    curated/vocab/                stable id maps
+    curated/vocab/                stable id maps (users/, items/)
+    curated/items/ds=.../         the item catalog as of ds
+    curated/item_stats/ds=.../    item popularity and counts as of ds
+    curated/user_stats/ds=.../    user counts as of ds
+    curated/splits/ds=.../        leave-one-out and time splits
     enrich/item_knowledge/        LLM item knowledge records
     enrich/beyond_log/ds=.../     generated behaviours
     reports/ds=.../               validation and gate reports
@@ -42,9 +47,14 @@ class Dataset(str, Enum):
     RAW_EVENTS = "raw/events"
     RAW_ITEMS = "raw/items"
     QUARANTINE_EVENTS = "quarantine/events"
+    QUARANTINE_ITEMS = "quarantine/items"
     CURATED_EVENTS = "curated/events"
     CURATED_SEQUENCES = "curated/sequences"
     CURATED_VOCAB = "curated/vocab"
+    CURATED_ITEMS = "curated/items"
+    CURATED_ITEM_STATS = "curated/item_stats"
+    CURATED_USER_STATS = "curated/user_stats"
+    CURATED_SPLITS = "curated/splits"
     ITEM_KNOWLEDGE = "enrich/item_knowledge"
     BEYOND_LOG = "enrich/beyond_log"
     REPORTS = "reports"
@@ -95,6 +105,11 @@ class Lake:
                 found.append(name[3:])
         return sorted(found)
 
+    def latest_before(self, dataset: Dataset, ds: str | dt.date) -> str | None:
+        """The last complete partition strictly before ``ds``, if any."""
+        earlier = [p for p in self.partitions(dataset) if p < ds_str(ds)]
+        return earlier[-1] if earlier else None
+
     def is_complete(self, location: str) -> bool:
         fs, path = self._fs(location)
         return fs.exists(f"{path}/{SUCCESS_MARKER}")
@@ -102,6 +117,21 @@ class Lake:
     def require_complete(self, location: str) -> None:
         if not self.is_complete(location):
             raise InputError(f"{location} is missing or incomplete (no {SUCCESS_MARKER}); run the stage that writes it first")
+
+    def check_parquet(self, location: str) -> None:
+        """Fail with the file's name if any parquet file of a complete partition is unreadable."""
+        import pyarrow.parquet as pq
+
+        self.require_complete(location)
+        fs, path = self._fs(location)
+        for file in sorted(fs.find(path)):
+            if not file.endswith(".parquet"):
+                continue
+            try:
+                with fs.open(file, "rb") as fh:
+                    pq.read_metadata(fh)
+            except Exception as exc:  # pyarrow raises several types for a damaged file
+                raise InputError(f"{file} is not a readable parquet file ({exc.__class__.__name__}: {exc})") from None
 
     # ---- writes ------------------------------------------------------------
     @contextlib.contextmanager
@@ -117,6 +147,20 @@ class Lake:
         else:
             with self._remote_atomic_dir(location) as staging:
                 yield staging
+
+    @contextlib.contextmanager
+    def spark_output(self, location: str) -> Iterator[str]:
+        """Where a Spark job writes ``location`` (with ``mode("overwrite")``).
+
+        Locally: a staging folder swapped in whole on success, as ``atomic_dir``.
+        On an object store, executors cannot reach a driver-local folder, so
+        Spark writes in place and its committer writes ``_SUCCESS`` last.
+        """
+        if self.is_local:
+            with self.atomic_dir(location) as staging:
+                yield str(staging)
+        else:
+            yield location
 
     @contextlib.contextmanager
     def atomic_file(self, location: str) -> Iterator[Path]:

@@ -110,6 +110,40 @@ class SourceSettings(_Section):
         return value
 
 
+class ProcessingSettings(_Section):
+    """Rules of the daily log processing job (raw -> curated)."""
+
+    #: Event types that count as a positive interaction in user sequences.
+    positive_event_types: list[str] = ["click", "cart", "purchase", "rate"]
+    #: If set, 'rate' events count as positive only with at least this rating.
+    min_rating: float | None = None
+    #: Same user, item and event type again within this many seconds is a near-duplicate (0: off).
+    near_duplicate_seconds: int = Field(5, ge=0)
+    #: Days of earlier curated events checked for an event_id seen before (late duplicates).
+    dedup_lookback_days: int = Field(3, ge=0)
+    #: A session with at least this many events ...
+    bot_min_session_events: int = Field(50, ge=2)
+    #: ... at this many events per minute or faster marks its user as a bot for the day.
+    bot_min_events_per_minute: float = Field(20.0, gt=0)
+    #: Most recent positives kept per user in the sequence snapshot.
+    max_sequence_length: int = Field(200, ge=2)
+    #: Users and items with fewer positives are left out of the splits (0 or 1: no filter).
+    k_core: int = Field(0, ge=0)
+    #: Days at the end that form the time-split test set (and as many before them, validation).
+    test_days: int = Field(1, ge=1)
+    #: A day with no raw partition: stop with an error, or process it as an empty day.
+    missing_day: Literal["error", "empty"] = "error"
+
+    @field_validator("positive_event_types")
+    @classmethod
+    def _known_event_types(cls, value: list[str]) -> list[str]:
+        known = {"view", "click", "cart", "purchase", "rate"}
+        unknown = sorted(set(value) - known)
+        if unknown or not value:
+            raise ValueError(f"unknown event types {unknown}; expected a non-empty subset of {sorted(known)}")
+        return value
+
+
 class NoiseSettings(_Section):
     """Fractions of the simulator's output that are deliberately dirty."""
 
@@ -127,13 +161,13 @@ class SimulatorSettings(_Section):
 
     seed: int = 42
     start_date: dt.date = dt.date(2024, 1, 1)
-    days: int = Field(7, ge=1)
+    days: int = Field(3, ge=1)
     users: int = Field(20_000, ge=10)
     items: int = Field(5_000, ge=20)
     categories: int = Field(40, ge=2)
     brands: int = Field(300, ge=1)
     #: Lines written over all days (events plus noise).
-    events: int = Field(200_000, ge=100)
+    events: int = Field(150_000, ge=100)
     #: Zipf exponent of item popularity.
     zipf_exponent: float = Field(1.05, gt=0)
     #: Probability that the next item in a session follows the previous item's successors.
@@ -186,6 +220,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     llm: LLMSettings = LLMSettings()
     source: SourceSettings = SourceSettings()
+    processing: ProcessingSettings = ProcessingSettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
     @classmethod

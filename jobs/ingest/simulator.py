@@ -262,7 +262,7 @@ class Simulator:
                 counts.lines += 1
                 counts.duplicates += 1
             if counts.lines < quota and kind == "view" and rand() < noise.near_duplicate_rate:
-                again = second + 1 + int(rand() * 5)
+                again = second + 1 + int(rand() * 4)  # 1-4 s after the original view
                 if again < 86_400:
                     next_event += 1
                     emit(_line(_event_id(day, next_event), user_id, item_id, kind, stamp(again), None, None, session))
@@ -291,11 +291,14 @@ class Simulator:
             cum, mine = pop.interest_cum[user], interests[user]
             item = -1
             for _ in range(MAX_SESSION_VIEWS):
+                previous = item
                 if item >= 0 and rand() < seq_strength:
                     item = live_item(cat.successors[item][bisect(cat.successor_cum[item], rand())], item_category[item])
                 else:
                     category = mine[bisect(cum, rand())]
                     item = live_item(cat.sample_in_category(rng, category), category)
+                if item == previous:  # a user moves on; the same item twice in a row is a near-duplicate's job
+                    item = live_item(cat.successors[item][0], item_category[item])
                 if second >= 86_400 or counts.lines >= quota:
                     break
                 write(user, item, "view", second, session)
@@ -311,7 +314,7 @@ class Simulator:
                             if rand() < 0.3:
                                 t += 60 + int(rand() * 600)
                                 write(user, item, "rate", t, session, rating=float(min(5, max(1, round(rng.gauss(4.0, 1.0))))))
-                second += 5 + int(rng.expovariate(1 / 40))
+                second += 6 + int(rng.expovariate(1 / 40))  # > 5 s: closer repeats are noise
                 if rand() < 0.2:  # a session ends after each view with probability 0.2
                     break
         return counts
