@@ -75,14 +75,15 @@ def build_sequences(settings: Settings, ds: str | dt.date, *, spark=None, full_r
     return summary
 
 
-def _positives(settings: Settings, events):
+def _is_positive(settings: Settings):
+    """The Spark condition for a positive interaction under the processing settings."""
     from pyspark.sql import functions as F
 
     cfg = settings.processing
-    keep = F.col("event_type").isin(cfg.positive_event_types)
+    positive = F.col("event_type").isin(cfg.positive_event_types)
     if cfg.min_rating is not None:
-        keep = keep & ((F.col("event_type") != "rate") | (F.col("rating") >= cfg.min_rating))
-    return events.where(keep)
+        positive = positive & ((F.col("event_type") != "rate") | (F.col("rating") >= cfg.min_rating))
+    return positive
 
 
 def _sequences(settings: Settings, events, previous):
@@ -90,7 +91,7 @@ def _sequences(settings: Settings, events, previous):
 
     limit = settings.processing.max_sequence_length
     step = F.struct(F.col("event_ts").alias("ts"), "event_id", "item_idx")
-    new = _positives(settings, events).select("user_idx", "user_id", step.alias("e"))
+    new = events.where(_is_positive(settings)).select("user_idx", "user_id", step.alias("e"))
     if previous is not None:
         old = previous.select("user_idx", "user_id", F.explode("events").alias("e"))
         new = old.unionByName(new)
@@ -108,9 +109,7 @@ def _stats(events, entity: str, previous, settings: Settings):
     from pyspark.sql import functions as F
 
     key = f"{entity}_idx"
-    positive = F.col("event_type").isin(settings.processing.positive_event_types)
-    if settings.processing.min_rating is not None:
-        positive = positive & ((F.col("event_type") != "rate") | (F.col("rating") >= settings.processing.min_rating))
+    positive = _is_positive(settings)
     today = events.groupBy(key, f"{entity}_id").agg(
         *[F.sum((F.col("event_type") == t).cast("long")).alias(f"n_{t}") for t in EVENT_TYPES],
         F.sum(positive.cast("long")).alias("n_positive"),

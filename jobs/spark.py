@@ -27,6 +27,8 @@ def spark_session(settings: Settings, app_name: str):
     )
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # set when spark-submit launched this driver
         builder = builder.master(settings.spark.master)
+        if settings.spark.master.startswith("local"):  # one machine: stay on the loopback interface
+            builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
