@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobs.contract_checks import typed_select, violation_sql
+from jobs.contract_checks import fields_sql, typed_select, violation_sql
 from jobs.spark import read_parquet, spark_session
 from reaflow.contracts import ITEMS
 from reaflow.lake import Dataset, Lake, ds_str
@@ -35,7 +35,8 @@ def process_catalog(settings: Settings, ds: str | dt.date, *, spark=None, full_r
     changes = None
     for day in days:
         lines = spark.read.option("pathGlobFilter", "part-*").text(lake.path(Dataset.RAW_ITEMS, day)).withColumnRenamed("value", "line")
-        labelled = lines.withColumn("v", F.expr("try_parse_json(line)")).withColumn("violation", F.expr(violation_sql(ITEMS, None)))
+        labelled = (lines.withColumn("v", F.expr("try_parse_json(line)")).selectExpr(*fields_sql(ITEMS))
+                    .withColumn("violation", F.expr(violation_sql(ITEMS, None))))
         labelled = labelled.cache()
         bad = labelled.where("violation IS NOT NULL")
         if day == ds:

@@ -16,23 +16,32 @@ from reaflow.contracts import FUTURE_TOLERANCE, MIN_EVENT_TS, TS_PATTERN, Column
 _NUMERIC = r"^(BIGINT|INT|SMALLINT|TINYINT|DOUBLE|FLOAT|DECIMAL.*)$"
 
 
-def _field(name: str) -> str:
-    return f"variant_get(v, '$.{name}')"
+def fields_sql(contract: Contract) -> list[str]:
+    """Extract what the checks need from ``v`` once per line: each column's JSON kind and text.
+
+    The checks then read these columns; writing ``variant_get`` inside every
+    CASE branch instead made the check several times slower.
+    """
+    out = ["line", "v", "schema_of_variant(v) AS _kind"]
+    for col in contract.columns:
+        out.append(f"schema_of_variant(variant_get(v, '$.{col.name}')) AS `_k_{col.name}`")
+        out.append(f"variant_get(v, '$.{col.name}', 'string') AS `_s_{col.name}`")
+        if col.type == "timestamp":
+            out.append(f"try_to_timestamp(variant_get(v, '$.{col.name}', 'string')) AS `_t_{col.name}`")
+    return out
 
 
-def _conditions(col: Column, ds: str) -> list[tuple[str, Reason]]:
-    value = _field(col.name)
-    kind = f"schema_of_variant({value})"
-    as_string = f"variant_get(v, '$.{col.name}', 'string')"
+def _conditions(col: Column, ds: str | None) -> list[tuple[str, Reason]]:
+    kind, text = f"`_k_{col.name}`", f"`_s_{col.name}`"
     rules: list[tuple[str, Reason]] = []
-    missing = f"({value} IS NULL OR is_variant_null({value}))"
+    missing = f"({kind} IS NULL OR {kind} = 'VOID')"
     if col.required:
         rules.append((missing, Reason.MISSING_FIELD))
     present = f"NOT {missing}"
     if col.type in ("string", "timestamp"):
         rules.append((f"{present} AND {kind} <> 'STRING'", Reason.WRONG_TYPE))
         if col.required:
-            rules.append((f"{present} AND NOT {as_string} RLIKE '\\\\S'", Reason.MISSING_FIELD))
+            rules.append((f"{present} AND NOT {text} RLIKE '\\\\S'", Reason.MISSING_FIELD))
     elif col.type == "double":
         rules.append((f"{present} AND NOT ({kind} RLIKE '{_NUMERIC}')", Reason.WRONG_TYPE))
     elif col.type == "string_list":
@@ -40,17 +49,16 @@ def _conditions(col: Column, ds: str) -> list[tuple[str, Reason]]:
     if col.allowed is not None:
         allowed = ", ".join(f"'{a}'" for a in col.allowed)
         reason = Reason.UNKNOWN_EVENT_TYPE if col.name == "event_type" else Reason.OUT_OF_RANGE
-        rules.append((f"{present} AND {as_string} NOT IN ({allowed})", reason))
+        rules.append((f"{present} AND {text} NOT IN ({allowed})", reason))
     if col.type == "double":
-        number = f"variant_get(v, '$.{col.name}', 'double')"
         if col.minimum is not None:
-            rules.append((f"{present} AND {number} < {col.minimum}", Reason.OUT_OF_RANGE))
+            rules.append((f"{present} AND try_cast({text} AS DOUBLE) < {col.minimum}", Reason.OUT_OF_RANGE))
         if col.maximum is not None:
-            rules.append((f"{present} AND {number} > {col.maximum}", Reason.OUT_OF_RANGE))
+            rules.append((f"{present} AND try_cast({text} AS DOUBLE) > {col.maximum}", Reason.OUT_OF_RANGE))
     if col.type == "timestamp":
         pattern = TS_PATTERN.replace("\\", "\\\\")
-        ts = f"try_to_timestamp({as_string})"
-        rules.append((f"{present} AND (NOT {as_string} RLIKE '{pattern}' OR {ts} IS NULL)", Reason.BAD_TIMESTAMP))
+        ts = f"`_t_{col.name}`"
+        rules.append((f"{present} AND (NOT {text} RLIKE '{pattern}' OR {ts} IS NULL)", Reason.BAD_TIMESTAMP))
         rules.append((f"{present} AND {ts} < TIMESTAMP '{MIN_EVENT_TS:%Y-%m-%d %H:%M:%S}'", Reason.TS_BEFORE_MIN))
         if ds is not None:
             limit = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time()) + dt.timedelta(days=1) + FUTURE_TOLERANCE
@@ -61,29 +69,32 @@ def _conditions(col: Column, ds: str) -> list[tuple[str, Reason]]:
 def violation_sql(contract: Contract, ds: str | None) -> str:
     """SQL for the first violation of a raw line as ``'reason'`` or ``'reason:column'``; NULL if none.
 
-    Expects columns ``line`` (the raw text) and ``v`` (``try_parse_json(line)``).
+    Expects the columns of ``fields_sql``.
     """
     rules: list[tuple[str, str]] = [
         ("NOT line RLIKE '\\\\S'", Reason.EMPTY_LINE.value),
         ("NOT is_valid_utf8(line)", Reason.INVALID_UTF8.value),
         ("v IS NULL", Reason.BROKEN_JSON.value),
-        ("NOT startswith(schema_of_variant(v), 'OBJECT')", Reason.NOT_AN_OBJECT.value),
+        ("NOT startswith(_kind, 'OBJECT')", Reason.NOT_AN_OBJECT.value),
     ]
     for col in contract.columns:
         rules.extend((cond, f"{reason.value}:{col.name}") for cond, reason in _conditions(col, ds))
-    return "CASE " + " ".join(f"WHEN {cond} THEN '{label}'" for cond, label in rules) + " END"
+    # Every condition is evaluated (IF's predicate always is), so Spark shares the field
+    # extractions between them; a CASE would re-evaluate them branch by branch.
+    flags = ", ".join(f"IF({cond}, '{label}', NULL)" for cond, label in rules)
+    return f"try_element_at(array_compact(array({flags})), 1)"
 
 
 def typed_select(contract: Contract) -> list[str]:
-    """SQL expressions that extract every column of a valid line with its contract type."""
+    """SQL that gives every column of a valid line its contract type (from the ``fields_sql`` columns)."""
     out = []
     for col in contract.columns:
         if col.type == "string":
-            out.append(f"variant_get(v, '$.{col.name}', 'string') AS {col.name}")
+            out.append(f"`_s_{col.name}` AS {col.name}")
         elif col.type == "double":
-            out.append(f"variant_get(v, '$.{col.name}', 'double') AS {col.name}")
+            out.append(f"try_cast(`_s_{col.name}` AS DOUBLE) AS {col.name}")
         elif col.type == "timestamp":
-            out.append(f"to_timestamp(variant_get(v, '$.{col.name}', 'string')) AS {col.name}")
+            out.append(f"`_t_{col.name}` AS {col.name}")
         elif col.type == "string_list":
             out.append(f"variant_get(v, '$.{col.name}', 'array<string>') AS {col.name}")
     return out

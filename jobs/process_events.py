@@ -22,15 +22,20 @@ A rerun of a ``ds`` replaces its partitions with the same content.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+import time
 
 from jobs.catalog import quarantine_frame
-from jobs.contract_checks import typed_select, violation_sql
+from jobs.contract_checks import fields_sql, typed_select, violation_sql
 from jobs.spark import read_parquet, spark_session
 from reaflow.contracts import EVENTS, Reason
 from reaflow.errors import InputError, ReaflowError
 from reaflow.lake import Dataset, Lake, ds_str
 from reaflow.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REMOVAL_REASONS = ("duplicate", "seen_before", "bot", "near_duplicate")
 CURATED_COLUMNS = ["event_id", "user_idx", "item_idx", "user_id", "item_id", "event_type", "event_ts",
@@ -64,21 +69,30 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
         raise InputError(f"{raw} is missing or incomplete: no raw events delivered for {ds} "
                          "(set processing.missing_day=empty to process it as an empty day)")
 
-    checked = (lines.withColumn("v", F.expr("try_parse_json(line)"))
-               .withColumn("violation", F.expr(violation_sql(EVENTS, ds))).cache())
-    rows_in = checked.count()
+    # One pass over the lines: the violation, and the typed columns for lines without one.
+    # Only these narrow columns are cached, not the intermediate extractions.
+    checked = (lines.withColumn("v", F.expr("try_parse_json(line)")).selectExpr(*fields_sql(EVENTS))
+               .withColumn("violation", F.expr(violation_sql(EVENTS, ds)))
+               .select("line", "violation", *[F.expr(e) for e in typed_select(EVENTS)]).cache())
+    with _timed("read and check raw lines"):
+        rows_in = checked.count()
 
-    # 1. contract and catalog
+    # 1. contract and catalog (the catalog's ids are small: broadcast, one join)
     catalog_ids = read_parquet(spark, lake, catalog_location).select("item_id")  # ids as of ds
-    typed = checked.where("violation IS NULL").select("line", *[F.expr(e) for e in typed_select(EVENTS)])
-    unknown = typed.join(catalog_ids, "item_id", "left_anti")
-    bad_lines = checked.where("violation IS NOT NULL").select("line", "violation")
-    bad_lines = bad_lines.unionByName(unknown.select("line", F.lit(f"{Reason.UNKNOWN_ITEM.value}:item_id").alias("violation")))
-    valid = typed.join(catalog_ids, "item_id", "left_semi")
+    typed = (checked.where("violation IS NULL").drop("violation")
+             .join(F.broadcast(catalog_ids.withColumn("_known", F.lit(True))), "item_id", "left"))
+    bad_lines = checked.where("violation IS NOT NULL").select("line", "violation").unionByName(
+        typed.where("_known IS NULL").select("line", F.lit(f"{Reason.UNKNOWN_ITEM.value}:item_id").alias("violation")))
+    valid = typed.where("_known").drop("_known")
 
-    # 2. removals, each step on what the previous one kept
+    # 2. removals, each step on what the previous one kept.
+    # Duplicates: only the few repeated event_ids go through the ranking window.
+    repeated = valid.groupBy("event_id").count().where("count > 1").select("event_id", F.lit(True).alias("_repeated"))
+    valid = valid.join(F.broadcast(repeated), "event_id", "left")
     first = Window.partitionBy("event_id").orderBy("event_ts", "line")
-    valid = valid.withColumn("_removed", F.when(F.row_number().over(first) > 1, F.lit("duplicate")))
+    valid = (valid.where("_repeated IS NULL").withColumn("_removed", F.lit(None).cast("string"))
+             .unionByName(valid.where("_repeated").withColumn("_removed", F.when(F.row_number().over(first) > 1, F.lit("duplicate"))))
+             .drop("_repeated"))
     earlier = _recent_event_ids(spark, lake, ds, cfg.dedup_lookback_days)
     if earlier is not None:
         seen = earlier.withColumn("_seen", F.lit(True))
@@ -90,7 +104,7 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
     bots = (sessions.where((F.col("n") >= cfg.bot_min_session_events)
                            & (F.col("n") * 60.0 / F.greatest(F.col("span"), F.lit(1)) >= cfg.bot_min_events_per_minute))
             .select("user_id").distinct().withColumn("_bot", F.lit(True)))
-    valid = (valid.join(bots, "user_id", "left")
+    valid = (valid.join(F.broadcast(bots), "user_id", "left")
              .withColumn("_removed", F.coalesce("_removed", F.when(F.col("_bot"), F.lit("bot")))).drop("_bot"))
     if cfg.near_duplicate_seconds > 0:
         candidates = Window.partitionBy("_removed", "user_id", "item_id", "event_type").orderBy("event_ts", "event_id")
@@ -101,16 +115,18 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
 
     # 3. stable ids and the curated partition
     curated = valid.where("_removed IS NULL")
-    users = _extend_vocab(spark, lake, "users", curated.select(F.col("user_id").alias("external_id")), ds)
-    items = _extend_vocab(spark, lake, "items", catalog_ids.select(F.col("item_id").alias("external_id")), ds)
+    with _timed("removals and user ids"):
+        users = _extend_vocab(spark, lake, "users", curated.select(F.col("user_id").alias("external_id")), ds)
+    with _timed("item ids"):
+        items = _extend_vocab(spark, lake, "items", catalog_ids.select(F.col("item_id").alias("external_id")), ds)
     day_start = dt.datetime.combine(dt.date.fromisoformat(ds), dt.time())
     curated = (curated.join(users.select(F.col("external_id").alias("user_id"), F.col("idx").alias("user_idx")), "user_id")
                .join(items.select(F.col("external_id").alias("item_id"), F.col("idx").alias("item_idx")), "item_id")
                .withColumn("is_late", F.col("event_ts") < F.lit(day_start))
                .select(*CURATED_COLUMNS).orderBy("user_idx", "event_ts", "event_id"))
-    with lake.spark_output(lake.path(Dataset.CURATED_EVENTS, ds)) as out:
+    with _timed("write curated"), lake.spark_output(lake.path(Dataset.CURATED_EVENTS, ds)) as out:
         curated.write.mode("overwrite").parquet(out)
-    with lake.spark_output(lake.path(Dataset.QUARANTINE_EVENTS, ds)) as out:
+    with _timed("write quarantine"), lake.spark_output(lake.path(Dataset.QUARANTINE_EVENTS, ds)) as out:
         quarantine_frame(bad_lines, ds).write.mode("overwrite").parquet(out)
     removed = {r["_removed"]: r["n"] for r in valid.where("_removed IS NOT NULL").groupBy("_removed").agg(F.count("*").alias("n")).collect()}
     checked.unpersist()
@@ -140,6 +156,13 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
     if manifest_lines is not None and manifest_lines != rows_in:
         raise ReaflowError(f"{raw}: read {rows_in} lines but the source's manifest says {manifest_lines}")
     return report
+
+
+@contextlib.contextmanager
+def _timed(step: str):
+    start = time.perf_counter()
+    yield
+    log.info("process_events: %s took %.1f s", step, time.perf_counter() - start)
 
 
 def _recent_event_ids(spark, lake: Lake, ds: str, days: int):

@@ -20,6 +20,7 @@ def spark_session(settings: Settings, app_name: str):
         .config("spark.driver.memory", settings.spark.driver_memory)
         .config("spark.executor.memory", settings.spark.executor_memory)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "static")
         .config("spark.sql.parquet.compression.codec", "zstd")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
