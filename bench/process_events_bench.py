@@ -87,12 +87,13 @@ def _duckdb_rules(ds: str) -> str:
     return "CASE " + " ".join(rules) + " END"
 
 
-def run_duckdb(lake: Lake, out: Path, cfg, threads: int) -> tuple[float, dict]:
+def run_duckdb(lake: Lake, out: Path, cfg, threads: int, memory: str) -> tuple[float, dict]:
     import duckdb
 
     start = time.perf_counter()
     con = duckdb.connect()
-    con.execute(f"SET threads = {threads}; SET TimeZone = 'UTC'")
+    # Spark's driver shares this machine and process: cap DuckDB and let it spill.
+    con.execute(f"SET threads = {threads}; SET TimeZone = 'UTC'; SET memory_limit = '{memory}'; SET temp_directory = '{out}.tmp'")
     raw = lake.path(Dataset.RAW_EVENTS, DS)
     items = lake.path(Dataset.RAW_ITEMS, DS)
     con.execute(f"""CREATE TABLE lines AS SELECT line FROM read_csv('{raw}/part-*.jsonl', columns={{'line': 'VARCHAR'}}, header=false,
@@ -112,7 +113,7 @@ def run_duckdb(lake: Lake, out: Path, cfg, threads: int) -> tuple[float, dict]:
                     SELECT user_id, session_id, count(*) AS n, epoch(max(event_ts)) - epoch(min(event_ts)) AS span
                     FROM dedup WHERE NOT dup AND session_id IS NOT NULL GROUP BY ALL)
                     WHERE n >= {cfg.bot_min_session_events} AND n * 60.0 / greatest(span, 1) >= {cfg.bot_min_events_per_minute}""")
-    con.execute(f"""CREATE TABLE labelled AS SELECT *, CASE WHEN dup THEN 'duplicate' WHEN user_id IN (SELECT user_id FROM bots) THEN 'bot' END AS removed FROM dedup""")
+    con.execute("""CREATE TABLE labelled AS SELECT *, CASE WHEN dup THEN 'duplicate' WHEN user_id IN (SELECT user_id FROM bots) THEN 'bot' END AS removed FROM dedup""")
     con.execute(f"""CREATE TABLE final AS SELECT * EXCLUDE (removed), CASE WHEN removed IS NULL AND
                     epoch(event_ts) - lag(epoch(event_ts)) OVER (PARTITION BY removed IS NULL, user_id, item_id, event_type ORDER BY event_ts, event_id)
                     <= {cfg.near_duplicate_seconds} THEN 'near_duplicate' ELSE removed END AS removed FROM labelled""")
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--duckdb-memory", default="6GB", help="DuckDB memory_limit (Spark's driver holds its own heap)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reaflow-bench-"))
     threads = int(args.master[6:-1]) if args.master.startswith("local[") and args.master[6:-1].isdigit() else os.cpu_count()
@@ -159,17 +161,20 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---|")
     for size in args.sizes:
         raw_root = workdir / f"raw-{size}"
-        simulate(raw_root, size, args.users, args.items)
+        if not Lake(raw_root).is_complete(Lake(raw_root).path(Dataset.RAW_EVENTS, DS)):
+            simulate(raw_root, size, args.users, args.items)
+        shutil.rmtree(workdir / f"spark-{size}", ignore_errors=True)
         spark_root = workdir / f"spark-{size}"
         shutil.copytree(raw_root, spark_root)
         settings = load_settings(lake_root=str(spark_root), spark=base.spark.model_dump())
         spark_s, spark_report = run_spark(settings, spark)
-        duck_s, duck_report = run_duckdb(Lake(raw_root), workdir / f"duck-{size}", settings.processing, threads)
+        print(f"# {size:,} events: Spark {spark_s:.1f} s", flush=True)
+        duck_s, duck_report = run_duckdb(Lake(raw_root), workdir / f"duck-{size}", settings.processing, threads, args.duckdb_memory)
         same = all(spark_report[k] == duck_report[k] for k in ("rows_in", "curated", "quarantined", "removed"))
         print(f"| {size:,} | {spark_s:.1f} | {size / spark_s:,.0f} | {duck_s:.1f} | {size / duck_s:,.0f} | {spark_s / duck_s:.2f} | {'yes' if same else 'NO'} |", flush=True)
         if not same:
             print(json.dumps({"spark": spark_report, "duckdb": duck_report}, indent=1, default=str), file=sys.stderr)
-        for path in (raw_root, spark_root, workdir / f"duck-{size}"):
+        for path in (raw_root, spark_root, workdir / f"duck-{size}", workdir / f"duck-{size}.tmp"):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -32,14 +32,14 @@ def process_catalog(settings: Settings, ds: str | dt.date, *, spark=None, full_r
     days = [d for d in days if lake.is_complete(lake.path(Dataset.RAW_ITEMS, d))]
 
     rows_in, quarantined = 0, {}
-    changes = None
+    changes, cached = None, None
     for day in days:
         lines = spark.read.option("pathGlobFilter", "part-*").text(lake.path(Dataset.RAW_ITEMS, day)).withColumnRenamed("value", "line")
         labelled = (lines.withColumn("v", F.expr("try_parse_json(line)")).selectExpr(*fields_sql(ITEMS))
                     .withColumn("violation", F.expr(violation_sql(ITEMS, None))))
-        labelled = labelled.cache()
         bad = labelled.where("violation IS NOT NULL")
-        if day == ds:
+        if day == ds:  # only today's rows are counted and quarantined; earlier days were, on their day
+            cached = labelled = labelled.cache()
             rows_in = labelled.count()
             quarantined = {r["reason"]: r["n"] for r in bad.groupBy(F.split_part("violation", F.lit(":"), F.lit(1)).alias("reason")).agg(F.count("*").alias("n")).collect()}
             with lake.spark_output(lake.path(Dataset.QUARANTINE_ITEMS, ds)) as out:
@@ -55,8 +55,12 @@ def process_catalog(settings: Settings, ds: str | dt.date, *, spark=None, full_r
     with lake.spark_output(lake.path(Dataset.CURATED_ITEMS, ds)) as out:
         catalog.write.mode("overwrite").parquet(out)
     items = spark.read.parquet(lake.path(Dataset.CURATED_ITEMS, ds)).count()
-    return {"ds": ds, "mode": "incremental" if incremental else "full", "rows_in": rows_in,
-            "quarantined": quarantined, "items": items}
+    if cached is not None:
+        cached.unpersist()
+    report = {"ds": ds, "mode": "incremental" if incremental else "full", "rows_in": rows_in,
+              "accepted": rows_in - sum(quarantined.values()), "quarantined": dict(sorted(quarantined.items())), "items": items}
+    lake.write_json(lake.path(Dataset.REPORTS, ds, "process_catalog.json"), report)
+    return report
 
 
 def quarantine_frame(bad, ds: str):

@@ -43,6 +43,7 @@ CURATED_COLUMNS = ["event_id", "user_idx", "item_idx", "user_id", "item_id", "ev
 
 
 def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict:
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql.window import Window
 
@@ -59,10 +60,8 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
     if lake.is_complete(raw):
         lines = spark.read.option("pathGlobFilter", "part-*").text(raw).withColumnRenamed("value", "line")
         manifest = f"{raw}/_manifest.json"
-        try:
+        if lake.exists(manifest):  # sources that write one say how many lines they delivered
             manifest_lines = lake.read_json(manifest).get("lines")
-        except InputError:
-            pass
     elif cfg.missing_day == "empty":
         lines = spark.createDataFrame([], "line STRING")
     else:
@@ -71,9 +70,10 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
 
     # One pass over the lines: the violation, and the typed columns for lines without one.
     # Only these narrow columns are cached, not the intermediate extractions.
+    # Kept on local disk, not the heap: at 10M lines a memory cache no longer fits a 2-core machine's driver.
     checked = (lines.withColumn("v", F.expr("try_parse_json(line)")).selectExpr(*fields_sql(EVENTS))
                .withColumn("violation", F.expr(violation_sql(EVENTS, ds)))
-               .select("line", "violation", *[F.expr(e) for e in typed_select(EVENTS)]).cache())
+               .select("line", "violation", *[F.expr(e) for e in typed_select(EVENTS)]).persist(StorageLevel.DISK_ONLY))
     with _timed("read and check raw lines"):
         rows_in = checked.count()
 
@@ -83,13 +83,14 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
              .join(F.broadcast(catalog_ids.withColumn("_known", F.lit(True))), "item_id", "left"))
     bad_lines = checked.where("violation IS NOT NULL").select("line", "violation").unionByName(
         typed.where("_known IS NULL").select("line", F.lit(f"{Reason.UNKNOWN_ITEM.value}:item_id").alias("violation")))
-    valid = typed.where("_known").drop("_known")
+    # The raw line is not needed past this point; a hash of it breaks ties between duplicates.
+    valid = typed.where("_known").withColumn("_line_hash", F.xxhash64("line")).drop("_known", "line")
 
     # 2. removals, each step on what the previous one kept.
     # Duplicates: only the few repeated event_ids go through the ranking window.
     repeated = valid.groupBy("event_id").count().where("count > 1").select("event_id", F.lit(True).alias("_repeated"))
     valid = valid.join(F.broadcast(repeated), "event_id", "left")
-    first = Window.partitionBy("event_id").orderBy("event_ts", "line")
+    first = Window.partitionBy("event_id").orderBy("event_ts", "_line_hash")
     valid = (valid.where("_repeated IS NULL").withColumn("_removed", F.lit(None).cast("string"))
              .unionByName(valid.where("_repeated").withColumn("_removed", F.when(F.row_number().over(first) > 1, F.lit("duplicate"))))
              .drop("_repeated"))
@@ -111,7 +112,7 @@ def process_events(settings: Settings, ds: str | dt.date, *, spark=None) -> dict
         gap = F.col("event_ts").cast("long") - F.lag(F.col("event_ts").cast("long")).over(candidates)
         valid = valid.withColumn("_removed", F.when(F.col("_removed").isNull() & (gap <= cfg.near_duplicate_seconds), F.lit("near_duplicate"))
                                  .otherwise(F.col("_removed")))
-    valid = valid.cache()
+    valid = valid.drop("_line_hash").persist(StorageLevel.DISK_ONLY)
 
     # 3. stable ids and the curated partition
     curated = valid.where("_removed IS NULL")

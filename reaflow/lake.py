@@ -110,6 +110,10 @@ class Lake:
         earlier = [p for p in self.partitions(dataset) if p < ds_str(ds)]
         return earlier[-1] if earlier else None
 
+    def exists(self, location: str) -> bool:
+        fs, path = self._fs(location)
+        return fs.exists(path)
+
     def is_complete(self, location: str) -> bool:
         fs, path = self._fs(location)
         return fs.exists(f"{path}/{SUCCESS_MARKER}")
