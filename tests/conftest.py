@@ -35,8 +35,8 @@ def make_settings(lake_root):
     return build
 
 
-def shared_data_root() -> Path:
-    return Path(os.environ.get("REAFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: Read once at import, before the per-test isolation clears REAFLOW_* variables.
+SHARED_DATA = Path(os.environ.get("REAFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def shared_data():
     """Folder of a real public dataset; skips the test with a clear message when it is absent."""
 
     def find(name: str) -> Path:
-        path = shared_data_root() / name
+        path = SHARED_DATA / name
         if not path.exists():
             pytest.skip(f"real dataset {name!r} not found at {path}; set REAFLOW_SHARED_DATA to the folder that holds it")
         return path
