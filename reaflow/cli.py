@@ -48,17 +48,12 @@ def _one_line_errors(command):
 
 
 def _settings(config: Path | None, lake: str | None, **sections: dict[str, Any]):
+    """Settings with the command's flags on top; a flag overrides one key, not its whole section."""
     from reaflow.settings import load_settings
 
     overrides: dict[str, Any] = {name: values for name, values in sections.items() if values}
     if lake:
         overrides["lake_root"] = lake
-    if overrides:
-        # Merge section overrides into the values that the file and environment give.
-        base = load_settings(config)
-        for name, values in sections.items():
-            if values:
-                overrides[name] = {**getattr(base, name).model_dump(), **values}
     return load_settings(config, **overrides)
 
 

@@ -114,3 +114,9 @@ def test_shipped_infra_settings_are_valid():
     assert cluster.mlflow_tracking_uri.startswith("postgresql://")
     local = load_settings(infra / "local-services.yaml")
     assert local.feast.online_store == "redis"
+
+
+def test_explicit_overrides_merge_with_environment(monkeypatch):
+    monkeypatch.setenv("REAFLOW_SIMULATOR__DAYS", "5")
+    settings = load_settings(simulator={"users": 900})
+    assert (settings.simulator.days, settings.simulator.users) == (5, 900)
