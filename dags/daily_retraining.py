@@ -13,6 +13,8 @@ import datetime as dt
 
 from airflow.sdk import Asset, dag, task
 
+from reaflow.settings import MODEL_NAMES
+
 LAKE_CURATED_EVENTS = Asset("reaflow://lake/curated/events")
 LAKE_SEQUENCES = Asset("reaflow://lake/curated/sequences")
 
@@ -63,7 +65,23 @@ def daily_retraining():
 
         return run(_settings(), ds)
 
-    ingest() >> process_catalog() >> process_events() >> build_sequences()
+    def train_task(model_name: str):
+        @task(task_id=f"train_{model_name.replace('-', '_')}")
+        def train(ds: str | None = None) -> dict:
+            """Train one candidate on the day's splits; tracked in MLflow, resumes from its checkpoint on retry."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from models.candidates import train_candidate
+
+            settings = _settings()
+            if model_name not in settings.training.models:
+                raise AirflowSkipException(f"{model_name} is not in training.models")
+            return train_candidate(settings, ds, model_name)
+
+        return train()
+
+    sequences = ingest() >> process_catalog() >> process_events() >> build_sequences()
+    sequences >> [train_task(name) for name in MODEL_NAMES]
 
 
 daily_retraining()

@@ -131,6 +131,43 @@ def run(config: ConfigOpt = None, lake: LakeOpt = None, ds_from: FromOpt = None,
     _print(run_dag_days(settings, "daily_retraining", days, env))
 
 
+@app.command()
+@_one_line_errors
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="sasrec, rearec-erl, rearec-prl or plr.")],
+    data: Annotated[Optional[str], typer.Option("--data", help="Benchmark (amazon-beauty, amazon-sports, ml-100k) or a sequence file; else the lake's curated splits of --ds.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder holding the benchmark datasets.")] = None,
+    ds: Annotated[Optional[str], typer.Option("--ds", help="Logical date of the lake's splits, YYYY-MM-DD.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Checkpoint folder; rerunning on it resumes.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Maximum epochs (training.max_epochs).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (training.seed).")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")] = True,
+    config: ConfigOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Train one model with early stopping on validation NDCG@10; prints the run summary."""
+    from models.candidates import run_dir as default_run_dir
+    from models.data import load_benchmark, load_lake_splits
+    from models.train import train as train_model
+    from reaflow.lake import ds_str
+    from reaflow.settings import MODEL_NAMES
+
+    training = {k: v for k, v in {"max_epochs": epochs, "seed": seed}.items() if v is not None}
+    settings = _settings(config, lake, training=training)
+    if model not in MODEL_NAMES:
+        raise ReaflowError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if data:
+        dataset = load_benchmark(data, data_root)
+        folder = run_dir or settings.state_dir / "training" / "benchmarks" / dataset.name / f"{model}-seed{settings.training.seed}"
+    elif ds:
+        dataset = load_lake_splits(settings, ds_str(ds), settings.training.protocol)
+        folder = run_dir or default_run_dir(settings, ds, model)
+    else:
+        raise ReaflowError("give --data (a benchmark or a sequence file) or --ds (the lake's splits of that day)")
+    result = train_model(settings, model, dataset, folder, track=track)
+    _print(result.summary())
+
+
 @app.command("settings")
 @_one_line_errors
 def show_settings(config: ConfigOpt = None, lake: LakeOpt = None) -> None:

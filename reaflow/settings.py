@@ -76,6 +76,10 @@ class AirflowSettings(_Section):
 class MlflowSettings(_Section):
     #: None: SQLite file under ``state_dir``; e.g. postgresql://user@host/mlflow on a cluster.
     tracking_uri: str | None = None
+    #: Experiment that training runs are logged under.
+    experiment: str = "reaflow"
+    #: Registered model name prefix: candidates register as ``<prefix>-<model>``.
+    registry_prefix: str = "reaflow"
 
 
 class FeastSettings(_Section):
@@ -179,6 +183,99 @@ class SimulatorSettings(_Section):
     noise: NoiseSettings = NoiseSettings()
 
 
+#: Names accepted by ``training.models`` and ``reaflow train --model``.
+MODEL_NAMES: tuple[str, ...] = ("sasrec", "rearec-erl", "rearec-prl", "plr")
+
+
+class ModelSettings(_Section):
+    """Hyperparameters of the backbone and the reasoning heads (one set, read by every model)."""
+
+    #: Width of item embeddings and hidden states.
+    hidden_size: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    #: Width of the feed-forward block inside each Transformer layer.
+    inner_size: int = Field(256, ge=8)
+    #: Dropout on embeddings, attention weights and hidden states.
+    dropout: float = Field(0.3, ge=0, lt=1)
+    #: Longest history the model reads (older items are cut off).
+    max_len: int = Field(50, ge=2)
+    #: Softmax temperature of every item distribution (logits are divided by it).
+    temperature: float = Field(1.0, gt=0)
+    #: ``full``: cross-entropy over every item; ``sampled``: over ``negatives`` shared uniform negatives.
+    loss: Literal["full", "sampled"] = "full"
+    negatives: int = Field(256, ge=1)
+    #: ReaRec: number of latent reasoning steps K.
+    reasoning_steps: int = Field(2, ge=1)
+    #: ReaRec-ERL: weight of the step-diversity (KL) reward.
+    erl_kl_weight: float = Field(0.05, ge=0)
+    #: ReaRec-PRL: temperature ratio between consecutive steps (earlier steps are softer).
+    prl_temperature_ratio: float = Field(5.0, ge=1)
+    #: ReaRec-PRL: std of the noise added to reasoning inputs for the contrastive view.
+    prl_noise: float = Field(0.01, ge=0)
+    prl_cl_weight: float = Field(0.1, ge=0)
+    #: ReaRec-PRL: epochs before the contrastive term switches on.
+    prl_cl_warmup_epochs: int = Field(2, ge=0)
+    #: PLR: parallel streams M and steps per stream T.
+    plr_streams: int = Field(2, ge=1)
+    plr_steps: int = Field(2, ge=1)
+    #: PLR: weight of the global reasoning regulariser (symmetric KL between all reasoning states).
+    plr_kl_weight: float = Field(0.1, ge=0)
+    #: PLR: weight of the contrastive term between two dropout views.
+    plr_cl_weight: float = Field(0.1, ge=0)
+    #: PLR: train on base + reasoning (as inference scores) instead of the reasoning alone.
+    plr_train_with_base: bool = False
+    #: Temperature of the in-batch InfoNCE terms (PRL and PLR).
+    cl_temperature: float = Field(0.2, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelSettings:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        return self
+
+
+class TrainingSettings(_Section):
+    """How candidates are trained (``reaflow train`` and the DAG's train tasks)."""
+
+    #: The candidate models the daily DAG trains, one task each.
+    models: list[str] = list(MODEL_NAMES)
+    #: ``loo``: last item test, second last validation; ``time``: the last days (processing.test_days).
+    protocol: Literal["loo", "time"] = "loo"
+    max_epochs: int = Field(200, ge=1)
+    #: Stop after this many epochs without a better validation NDCG@10.
+    patience: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 42
+    #: torch intra-op threads (0: torch's default).
+    threads: int = Field(1, ge=0)
+    #: ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "cpu"
+    #: Ranking cut-offs of the reported metrics.
+    cutoffs: list[int] = [5, 10, 20]
+    #: Items in the most popular ``head_share`` of the catalogue are "head"; the rest are the long tail.
+    head_share: float = Field(0.2, gt=0, lt=1)
+    #: Top-k returned by the logged MLflow model.
+    serve_top_k: int = Field(10, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(MODEL_NAMES))
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_NAMES)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"device {value!r} is not one of cpu, cuda, cuda:N, mps")
+        return value
+
+
 def _config_yaml_source(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource | None:
     path = _config_file.get() or os.environ.get("REAFLOW_CONFIG")
     if not path:
@@ -222,6 +319,8 @@ class Settings(BaseSettings):
     source: SourceSettings = SourceSettings()
     processing: ProcessingSettings = ProcessingSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

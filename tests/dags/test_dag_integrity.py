@@ -41,7 +41,11 @@ def test_dagbag_loads_without_errors_and_heavy_imports(tmp_path):
         "ingest": ["process_catalog"],
         "process_catalog": ["process_events"],
         "process_events": ["build_sequences"],
-        "build_sequences": [],
+        "build_sequences": ["train_plr", "train_rearec_erl", "train_rearec_prl", "train_sasrec"],
+        "train_sasrec": [],
+        "train_rearec_erl": [],
+        "train_rearec_prl": [],
+        "train_plr": [],
     }
     assert info["max_active_runs"] == 1 and info["catchup"] is False
     assert info["heavy"] == [], f"imported at parse time: {info['heavy']}"

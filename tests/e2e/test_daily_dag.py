@@ -18,6 +18,8 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
         f"state_dir: {tmp_path / 'state'}\n"
         "spark:\n  master: local[2]\n  shuffle_partitions: 4\n"
         "simulator:\n  days: 2\n  events: 6000\n  users: 400\n  items: 300\n"
+        "model:\n  hidden_size: 16\n  inner_size: 32\n  layers: 1\n"
+        "training:\n  max_epochs: 2\n  batch_size: 128\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REAFLOW_", "AIRFLOW"))}
     command = [sys.executable, "-m", "reaflow.cli", "run", "--config", str(config)]
@@ -33,9 +35,22 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
     report = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "process_events.json"))
     assert report["balanced"] and report["rows_in"] == 3000
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "sequences.json"))["mode"] == "incremental"
+    trained = {name: lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", f"train_{name}.json"))
+               for name in ("sasrec", "rearec-erl", "rearec-prl", "plr")}
+    for name, summary in trained.items():
+        assert summary["epochs"] == 2 and 0 <= summary["test_ndcg_10"] <= 1, name
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reaflow"], output_format="list")
+    assert {r.data.params["model"] for r in runs} == set(trained)
+    assert {r.info.run_id for r in runs} >= {s["run_id"] for s in trained.values()}
 
     # Safe to run again: same reports.
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "process_events.json")) == report
+    # Training resumed from its finished checkpoints: same metrics, same MLflow runs.
+    again = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "train_plr.json"))
+    assert again["test_ndcg_10"] == trained["plr"]["test_ndcg_10"] and again["run_id"] == trained["plr"]["run_id"]
     assert Path(tmp_path / "state" / "airflow").is_dir()

@@ -1,0 +1,102 @@
+"""Training and inference speed of every model on one benchmark, side by side in one process.
+
+Per model: one full training epoch (sequences/s, seconds), inference latency
+at batch 1 (p50, p99 over ``--requests`` test histories: encode, reason,
+score every item, top-10) and throughput at batch 256 over all test users;
+the overhead of each reasoning model against SASRec at batch 256.
+
+    python bench/models_speed.py --data amazon-beauty --data-root ../shared/data --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from models import Batch, build_model
+from models.data import history_batches, load_benchmark, train_batches
+from reaflow.settings import ModelSettings
+
+
+def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    model.epoch = 10  # past every warm-up: all loss terms on
+    batches = train_batches(data.train, batch_size, model.cfg.max_len, seed=0, epoch=0)
+    started = time.perf_counter()
+    for batch in batches:
+        loss, _ = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started, sum(b.items.shape[0] for b in batches)
+
+
+@torch.no_grad()
+def latency_ms(model, histories, requests: int) -> list[float]:
+    model.eval()
+    times = []
+    for history in histories[:requests]:
+        batch = Batch(torch.as_tensor(history[-model.cfg.max_len:])[None])
+        started = time.perf_counter()
+        model.score(batch).topk(10)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+@torch.no_grad()
+def throughput(model, histories, batch_size: int = 256) -> float:
+    model.eval()
+    batches = history_batches(histories, batch_size, model.cfg.max_len)
+    started = time.perf_counter()
+    for _, batch in batches:
+        model.score(batch).topk(10)
+    return len(histories) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="amazon-beauty")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--models", nargs="+", default=["sasrec", "rearec-erl", "rearec-prl", "plr"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_benchmark(args.data, args.data_root)
+    rng = np.random.default_rng(0)
+    sample = [data.test.histories[i] for i in rng.permutation(len(data.test))[: args.requests]]
+    rows = {}
+    for name in args.models:
+        torch.manual_seed(0)
+        model = build_model(name, ModelSettings(loss=args.loss), data.num_items)
+        row = {}
+        if not args.skip_training:
+            seconds, sequences = train_epoch_seconds(model, data, 256)
+            row.update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds)
+        latency_ms(model, sample, 20)  # warm-up
+        times = latency_ms(model, sample, args.requests)
+        row.update(p50_ms=statistics.median(times), p99_ms=float(np.percentile(times, 99)),
+                   batch256_users_per_s=throughput(model, data.test.histories))
+        rows[name] = row
+        print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+    base = rows.get("sasrec")
+    print(f"\n{args.data}, {args.loss} loss, {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print("| model | train seq/s | s/epoch | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec (batch 256) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        overhead = f"{(base['batch256_users_per_s'] / row['batch256_users_per_s'] - 1) * 100:+.1f}%" if base else "n/a"
+        train_cells = f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f}" if "epoch_seconds" in row else "- | -"
+        print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | {overhead} |")
+
+
+if __name__ == "__main__":
+    main()

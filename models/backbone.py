@@ -1,0 +1,252 @@
+"""The shared Transformer backbone (SASRec) and the latent reasoning machinery on top of it.
+
+Sequences are left-padded with item 0. Positions count back from the newest
+item (the newest always gets the last position embedding), so a batch padded
+to its own longest sequence gives exactly the states a batch padded to
+``max_len`` would: batches are cut to their length to save work.
+
+Latent reasoning feeds states back as extra tokens. A reasoning token at
+sequence position ``t`` attends to the sequence's keys and values up to ``t``
+(computed once, the cache) and to the earlier reasoning tokens of its own
+chain, so a step costs one position per chain, not a re-encode. Chains are
+stacked along the query axis: ``slots = chains * positions``. Training runs a
+chain at every position (the all-prefixes equivalent of one target per
+prefix); inference runs one chain per stream at the last position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from reaflow.settings import ModelSettings
+
+
+@dataclass
+class SequenceCache:
+    """Per-layer keys and values of the encoded sequence, and which keys a position may see."""
+
+    keys: list[torch.Tensor]  # layers x [B, heads, L, head_dim]
+    values: list[torch.Tensor]
+    key_mask: torch.Tensor  # [B, 1, L] True where the key is a real item
+
+    @property
+    def length(self) -> int:
+        return self.key_mask.shape[-1]
+
+
+class ItemEmbedding(nn.Module):
+    """Item ids to vectors; optionally fused with a fixed per-item knowledge embedding through a learned gate.
+
+    The same table scores items at the output (tied weights), so knowledge
+    reaches long-tail items on both sides.
+    """
+
+    def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None):
+        super().__init__()
+        self.ids = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        if knowledge is not None:
+            if knowledge.shape[0] != num_items + 1:
+                raise ValueError(f"knowledge embedding has {knowledge.shape[0]} rows, expected {num_items + 1} (items + padding)")
+            self.register_buffer("knowledge", knowledge.float(), persistent=True)
+            self.project = nn.Linear(knowledge.shape[1], hidden)
+            self.gate = nn.Linear(2 * hidden, hidden)
+        else:
+            self.knowledge = None
+
+    def table(self) -> torch.Tensor:
+        """Every item's vector, row 0 = padding."""
+        ids = self.ids.weight
+        if self.knowledge is None:
+            return ids
+        known = self.project(self.knowledge)
+        gate = torch.sigmoid(self.gate(torch.cat([ids, known], dim=-1)))
+        return gate * ids + (1 - gate) * known
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        if self.knowledge is None:
+            return self.ids(items)
+        return F.embedding(items, self.table(), padding_idx=0)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelSettings):
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_dim = cfg.hidden_size // cfg.heads
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout = cfg.dropout
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, n, h * d))
+
+    def sequence(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Causal self-attention over the sequence; returns the output and this layer's keys and values."""
+        q, k, v = self._split(x)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self._merge(y), k, v
+
+    def reasoning(self, x: torch.Tensor, seq_k: torch.Tensor, seq_v: torch.Tensor, seq_mask: torch.Tensor,
+                  past: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reasoning tokens ``x`` [B, S, d] attend to the cached sequence (``seq_mask`` [B, 1, S, L]) and to their own chain.
+
+        ``past`` holds this layer's keys/values of the chain's earlier tokens,
+        each [B, heads, S, head_dim] aligned slot by slot with ``x``.
+        """
+        q, k, v = self._split(x)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        chain_k = [pk for pk, _ in past] + [k]
+        chain_v = [pv for _, pv in past] + [v]
+        seq_scores = torch.matmul(q, seq_k.transpose(-1, -2)) * scale
+        seq_scores = seq_scores.masked_fill(~seq_mask, float("-inf"))
+        chain_scores = torch.stack([(q * ck).sum(-1) for ck in chain_k], dim=-1) * scale  # [B, h, S, j]
+        weights = torch.softmax(torch.cat([seq_scores, chain_scores], dim=-1), dim=-1)
+        weights = F.dropout(weights, self.dropout, self.training)
+        length = seq_k.shape[-2]
+        y = torch.matmul(weights[..., :length], seq_v)
+        y = y + (weights[..., length:].unsqueeze(-1) * torch.stack(chain_v, dim=-2)).sum(-2)
+        return self._merge(y), k, v
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer layer: x + attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, cfg: ModelSettings):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.hidden_size)
+        self.attention = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden_size)
+        self.ffn = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.inner_size), nn.GELU(),
+                                 nn.Linear(cfg.inner_size, cfg.hidden_size))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward_sequence(self, x, mask):
+        y, k, v = self.attention.sequence(self.norm1(x), mask)
+        x = x + self.dropout(y)
+        return x + self.dropout(self.ffn(self.norm2(x))), k, v
+
+    def forward_reasoning(self, x, seq_k, seq_v, seq_mask, past):
+        y, k, v = self.attention.reasoning(self.norm1(x), seq_k, seq_v, seq_mask, past)
+        x = x + self.dropout(y)
+        return x + self.dropout(self.ffn(self.norm2(x))), k, v
+
+
+class Backbone(nn.Module):
+    """SASRec encoder: item + position (+ type) embeddings, causal pre-norm Transformer, final LayerNorm.
+
+    ``token_types`` (optional, per input position) marks generated
+    "beyond-log" items (1) among logged ones (0) with a learned type embedding.
+    """
+
+    def __init__(self, cfg: ModelSettings, num_items: int, knowledge: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.num_items = num_items
+        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge)
+        self.positions = nn.Embedding(cfg.max_len, cfg.hidden_size)
+        self.types = nn.Embedding(2, cfg.hidden_size)
+        self.input_norm = nn.LayerNorm(cfg.hidden_size)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(cfg.hidden_size)
+        self.apply(_init_weights)
+
+    def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None) -> tuple[torch.Tensor, SequenceCache]:
+        """[B, L] left-padded item ids -> states [B, L, d] (state t has read items up to t) and the cache."""
+        length = items.shape[1]
+        if length > self.cfg.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len {self.cfg.max_len}; truncate first")
+        positions = torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=items.device)
+        x = self.items(items) + self.positions(positions)
+        if token_types is not None:
+            x = x + self.types(token_types)
+        x = self.input_dropout(self.input_norm(x))
+        valid = items > 0
+        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        # A padding query sees only itself, so no row of the softmax is empty.
+        mask = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool, device=items.device)
+        mask = mask[:, None]
+        keys, values = [], []
+        for block in self.blocks:
+            x, k, v = block.forward_sequence(x, mask)
+            keys.append(k)
+            values.append(v)
+        return self.final_norm(x), SequenceCache(keys, values, valid[:, None, :])
+
+    def reasoning_input(self, state: torch.Tensor) -> torch.Tensor:
+        """A state fed back as a token gets the same normalisation and dropout as an item input."""
+        return self.input_dropout(self.input_norm(state))
+
+    def reason(self, tokens: torch.Tensor, cache: SequenceCache, positions: torch.Tensor,
+               past: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One reasoning step for ``tokens`` [B, S, d] sitting at sequence ``positions`` [S].
+
+        ``past[layer]`` is the chain's earlier keys/values; returns the output
+        states [B, S, d] and this step's keys/values per layer (append them to
+        ``past`` for the next step).
+        """
+        length = cache.length
+        causal = torch.arange(length, device=tokens.device)[None, :] <= positions[:, None]  # [S, L]
+        seq_mask = (causal[None] & cache.key_mask)[:, None]  # [B, 1, S, L]
+        new = []
+        x = tokens
+        for layer, block in enumerate(self.blocks):
+            x, k, v = block.forward_reasoning(x, cache.keys[layer], cache.values[layer], seq_mask, past[layer] if past else [])
+            new.append((k, v))
+        return self.final_norm(x), new
+
+
+    def chain(self, cache: SequenceCache, start: torch.Tensor, positions: torch.Tensor, step_embeddings: torch.Tensor,
+              noise: float = 0.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run reasoning chains from ``start`` [B, S, d]: step t reads its previous state plus ``step_embeddings[t]``.
+
+        With ``noise`` > 0 a twin chain runs beside each chain: its step input
+        is the clean chain's input plus Gaussian noise, and it attends to its
+        own earlier tokens (the second view of a contrastive term). Returns
+        the states of every step, and of the twins (empty without noise).
+        """
+        slots = start.shape[1]
+        where = positions.repeat(2) if noise else positions
+        states, twins, past, x = [], [], None, start
+        for step in step_embeddings:
+            fed = x + step
+            if noise:
+                fed = torch.cat([fed, fed + noise * torch.randn_like(fed)], dim=1)
+            y, new = self.reason(self.reasoning_input(fed), cache, where, past)
+            past = append_step(past, new)
+            x = y[:, :slots]
+            states.append(x)
+            if noise:
+                twins.append(y[:, slots:])
+        return states, twins
+
+
+def append_step(past: list[list[tuple[torch.Tensor, torch.Tensor]]] | None,
+                new: list[tuple[torch.Tensor, torch.Tensor]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    if past is None:
+        return [[kv] for kv in new]
+    return [layer + [kv] for layer, kv in zip(past, new, strict=True)]
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,124 @@
+"""The one interface every sequential model implements, and the loss pieces they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.backbone import Backbone, SequenceCache
+from reaflow.settings import ModelSettings
+
+
+@dataclass
+class Batch:
+    """Left-padded inputs and, for training, the next item at every input position (0: no target there)."""
+
+    items: torch.Tensor  # [B, L]
+    targets: torch.Tensor | None = None  # [B, L]
+    token_types: torch.Tensor | None = None  # [B, L], 1 marks a generated (beyond-log) item
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
+        return Batch(move(self.items), move(self.targets), move(self.token_types))
+
+
+class SequentialModel(nn.Module):
+    """Encode item sequences to user states, score all items, compute the training loss.
+
+    Subclasses implement ``user_state`` (inference: one vector per sequence,
+    read at the newest item) and ``losses`` (training: named terms whose sum
+    is minimised). Scores are dot products with the item table divided by
+    ``temperature``; column 0 (padding) is never ranked.
+    """
+
+    name: str = ""
+
+    def __init__(self, cfg: ModelSettings, num_items: int, knowledge: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.num_items = num_items
+        self.backbone = Backbone(cfg, num_items, knowledge)
+        self.epoch = 0  # set by the trainer; some terms switch on after a warm-up
+
+    # -- the interface -------------------------------------------------------
+    def user_state(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training objective and its named terms (as floats, for logging)."""
+        terms = self.losses(batch)
+        total = sum(terms.values())
+        return total, {name: float(value.detach()) for name, value in terms.items()}
+
+    @torch.no_grad()
+    def score(self, batch: Batch) -> torch.Tensor:
+        """[B, num_items + 1] scores of every item; padding column is -inf."""
+        scores = self.logits(self.user_state(batch))
+        scores[:, 0] = float("-inf")
+        return scores
+
+    # -- shared pieces -------------------------------------------------------
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, SequenceCache]:
+        return self.backbone.encode(batch.items, batch.token_types)
+
+    def logits(self, states: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        table = self.backbone.items.table()
+        return states @ table.T / (temperature or self.cfg.temperature)
+
+    def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Cross-entropy of the next item: over all items, or over shared uniform negatives (``loss: sampled``)."""
+        temperature = temperature or self.cfg.temperature
+        table = self.backbone.items.table()
+        if self.cfg.loss == "full":
+            return F.cross_entropy(states @ table[1:].T / temperature, targets - 1)
+        negatives = torch.randint(1, self.num_items + 1, (self.cfg.negatives,), device=states.device)
+        positive = (states * table[targets]).sum(-1, keepdim=True)
+        negative = states @ table[negatives].T
+        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], dim=-1) / temperature
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+    def log_distributions(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """Log item distributions [n, B, C] of several states, for the diversity regularisers.
+
+        Over every item with ``loss: full``; with ``loss: sampled`` over one
+        shared uniform sample of ``negatives`` items, the same approximation
+        the recommendation loss makes (the full softmax per state would cost
+        more than the rest of the step).
+        """
+        table = self.backbone.items.table()[1:]
+        if self.cfg.loss == "sampled":
+            table = table[torch.randint(0, self.num_items, (self.cfg.negatives,), device=table.device)]
+        logits = torch.stack(states) @ table.T / self.cfg.temperature
+        return F.log_softmax(logits, dim=-1)
+
+
+def targeted(states: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """States and targets at the positions that have a next item: [P, d], [P]."""
+    where = batch.targets > 0
+    return states[where], batch.targets[where]
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """In-batch InfoNCE on cosine similarity: row i of ``a`` should pick row i of ``b`` (both directions)."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    sim = a @ b.T / temperature
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
+
+
+def reasoning_positions(length: int, chains: int, device) -> torch.Tensor:
+    """Sequence position of every reasoning slot when a chain runs at each position: [chains * length]."""
+    return torch.arange(length, device=device).repeat(chains)
+
+
+def last_positions(length: int, chains: int, device) -> torch.Tensor:
+    """Sequence position of every slot when each chain runs only at the newest item: [chains]."""
+    return torch.full((chains,), length - 1, device=device, dtype=torch.long)

@@ -1,0 +1,231 @@
+"""Training and evaluation data: where sequences come from, and how they become batches.
+
+Two sources give the same ``SequenceData``: the lake's curated splits (the
+daily pipeline) and benchmark files read directly (S3-Rec sequence files such
+as Amazon Beauty, MovieLens ``u.data``), split leave-one-out as published
+numbers are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.base import Batch
+from reaflow.errors import ReaflowError
+
+#: Named benchmark datasets under the shared data folder.
+BENCHMARKS = {
+    "amazon-beauty": "amazon-beauty/Beauty.txt",
+    "amazon-sports": "amazon-sports/Sports_and_Outdoors.txt",
+    "ml-100k": "ml-100k/u.data",
+}
+
+
+class DataError(ReaflowError):
+    """Training data missing or unusable."""
+
+
+@dataclass
+class EvalSet:
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class SequenceData:
+    """Item indices 1..num_items (0 pads); one training sequence per user; validation and test (history, target) pairs."""
+
+    name: str
+    num_items: int
+    train: list[np.ndarray]
+    valid: EvalSet
+    test: EvalSet
+    #: External id of each item index (entry 0 is padding), when known.
+    item_ids: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """A content hash of everything the model sees (logged with each run)."""
+        h = hashlib.sha256(f"{self.name}|{self.num_items}".encode())
+        for part in (self.train, self.valid.histories, self.test.histories):
+            for seq in part:
+                h.update(seq.astype(np.int64).tobytes())
+                h.update(b"|")
+        h.update(self.valid.targets.astype(np.int64).tobytes())
+        h.update(self.test.targets.astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+    def item_counts(self) -> np.ndarray:
+        """Training interactions per item index (the popularity used for head/tail breakdowns)."""
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        for seq in self.train:
+            np.add.at(counts, seq, 1)
+        counts[0] = 0
+        return counts
+
+    def summary(self) -> dict:
+        return {"dataset": self.name, "items": self.num_items, "train_sequences": len(self.train),
+                "train_interactions": int(sum(len(s) for s in self.train)),
+                "valid_users": len(self.valid), "test_users": len(self.test), "digest": self.digest()}
+
+
+def leave_one_out(name: str, sequences: list[np.ndarray], num_items: int, item_ids: list[str] | None = None) -> SequenceData:
+    """Last item = test, second last = validation, the rest = training (users with fewer than 3 items train only)."""
+    train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
+    for seq in sequences:
+        if len(seq) >= 3:
+            train.append(seq[:-2])
+            valid_h.append(seq[:-2])
+            valid_t.append(seq[-2])
+            test_h.append(seq[:-1])
+            test_t.append(seq[-1])
+        elif len(seq) == 2:
+            train.append(seq)
+    return SequenceData(name, num_items, [s for s in train if len(s) >= 2],
+                        EvalSet(valid_h, np.asarray(valid_t, dtype=np.int64)),
+                        EvalSet(test_h, np.asarray(test_t, dtype=np.int64)), item_ids)
+
+
+def load_benchmark(name_or_path: str, data_root: str | Path | None = None) -> SequenceData:
+    """A named benchmark (``amazon-beauty``, ``amazon-sports``, ``ml-100k``) under ``data_root``, or a file path.
+
+    Files: S3-Rec sequence text (``user item item ...`` per line) or
+    MovieLens ``u.data`` (user, item, rating, time; tab separated).
+    """
+    if name_or_path in BENCHMARKS:
+        if data_root is None:
+            raise DataError(f"benchmark {name_or_path!r} needs the data folder (--data-root)")
+        path = Path(data_root) / BENCHMARKS[name_or_path]
+        name = name_or_path
+    else:
+        path = Path(name_or_path)
+        name = path.stem
+    if not path.is_file():
+        raise DataError(f"training data {path} does not exist")
+    raw = _read_movielens(path) if path.name.endswith(".data") else _read_s3rec(path)
+    # Dense indices in first-appearance order of sorted external ids: stable across runs.
+    externals = sorted({item for seq in raw for item in seq}, key=_natural)
+    index = {item: i for i, item in enumerate(externals, start=1)}
+    sequences = [np.fromiter((index[i] for i in seq), dtype=np.int64, count=len(seq)) for seq in raw]
+    return leave_one_out(name, sequences, len(externals), [""] + externals)
+
+
+def _natural(token: str):
+    return (0, int(token), "") if token.isdigit() else (1, 0, token)
+
+
+def _read_s3rec(path: Path) -> list[list[str]]:
+    sequences, bad = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) < 2:
+                bad += int(bool(parts))
+                continue
+            sequences.append(parts[1:])
+    if not sequences:
+        raise DataError(f"{path} holds no sequences (expected 'user item item ...' per line; {bad} unusable lines)")
+    return sequences
+
+
+def _read_movielens(path: Path) -> list[list[str]]:
+    rows, bad = {}, 0
+    with path.open(encoding="latin-1") as handle:
+        for line in handle:
+            parts = line.split("\t")
+            if len(parts) < 4 or not parts[3].strip().isdigit():
+                bad += 1
+                continue
+            rows.setdefault(parts[0], []).append((int(parts[3]), parts[1]))
+    if not rows:
+        raise DataError(f"{path} holds no ratings (expected user<TAB>item<TAB>rating<TAB>time; {bad} unusable lines)")
+    return [[item for _, item in sorted(events, key=lambda e: (e[0], _natural(e[1])))] for _, events in sorted(rows.items())]
+
+
+def load_lake_splits(settings, ds: str, protocol: str) -> SequenceData:
+    """The curated splits of ``ds`` (written by ``jobs.sequences``) for one protocol."""
+    import pyarrow.dataset as pads
+
+    from reaflow.lake import Dataset, Lake
+
+    lake = Lake.from_settings(settings)
+    splits = lake.path(Dataset.CURATED_SPLITS, ds)
+    vocab = lake.path(Dataset.CURATED_VOCAB, None, "items")
+    for location in (splits, vocab):
+        if not lake.is_complete(location):
+            raise DataError(f"{location} is missing or incomplete; run build_sequences for {ds} first")
+    table = pads.dataset(splits, format="parquet").to_table(
+        filter=pads.field("protocol") == protocol, columns=["split", "history", "target"])
+    items = pads.dataset(vocab, format="parquet").to_table(columns=["external_id", "idx", "first_ds"]).to_pylist()
+    items = [row for row in items if row["first_ds"] <= ds]
+    num_items = max((row["idx"] for row in items), default=0)
+    item_ids = [""] * (num_items + 1)
+    for row in items:
+        item_ids[row["idx"]] = row["external_id"]
+    split = table.column("split").to_pylist()
+    history = table.column("history").to_pylist()
+    target = table.column("target").to_pylist()
+    rows = {"train": [], "valid": [], "test": []}
+    for s, h, t in zip(split, history, target, strict=True):
+        rows[s].append((np.asarray(h, dtype=np.int64), t))
+    train = [h for h, _ in rows["train"] if len(h) >= 2]
+    evals = {s: EvalSet([h for h, t in rows[s] if len(h) > 0], np.asarray([t for h, t in rows[s] if len(h) > 0], dtype=np.int64))
+             for s in ("valid", "test")}
+    if not train or not len(evals["valid"]):
+        raise DataError(f"the {protocol} splits of {ds} have {len(train)} training sequences and {len(evals['valid'])} validation users; too few to train")
+    return SequenceData(f"lake:{ds}:{protocol}", num_items, train, evals["valid"], evals["test"], item_ids, {"ds": ds})
+
+
+def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, seed: int, epoch: int) -> list[Batch]:
+    """One epoch of (input, next-item) batches; order depends only on (seed, epoch), so a resumed run replays it.
+
+    Sequences of similar length share a batch (sorted within shuffled windows
+    of 50 batches), and each batch is padded only to its own longest input.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(sequences))
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort([min(len(sequences[i]), max_len + 1) for i in chunk], kind="stable")]
+        for b in range(0, len(chunk), batch_size):
+            batches.append(chunk[b:b + batch_size])
+    rng.shuffle(batches)
+    out = []
+    for idx in batches:
+        seqs = [sequences[i][-(max_len + 1):] for i in idx]
+        length = max(len(s) for s in seqs) - 1
+        items = np.zeros((len(seqs), length), dtype=np.int64)
+        targets = np.zeros((len(seqs), length), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            n = len(seq) - 1
+            items[row, length - n:] = seq[:-1]
+            targets[row, length - n:] = seq[1:]
+        out.append(Batch(torch.from_numpy(items), torch.from_numpy(targets)))
+    return out
+
+
+def history_batches(histories: list[np.ndarray], batch_size: int, max_len: int) -> list[tuple[np.ndarray, Batch]]:
+    """Histories grouped by length for scoring; each batch carries the row numbers it holds."""
+    lengths = np.fromiter((min(len(h), max_len) for h in histories), dtype=np.int64, count=len(histories))
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        length = max(1, int(lengths[rows].max()))
+        items = np.zeros((len(rows), length), dtype=np.int64)
+        for r, i in enumerate(rows):
+            h = histories[i][-max_len:]
+            if len(h):
+                items[r, length - len(h):] = h
+        out.append((rows, Batch(torch.from_numpy(items))))
+    return out

@@ -1,0 +1,89 @@
+"""Full-ranking evaluation: every item is a candidate; HR@K and NDCG@K, with and without seen items removed.
+
+Published numbers use both conventions, so both are always reported. With
+``seen removed`` every history item is excluded from the ranking (the S3-Rec
+convention, including a target the user had seen before). Ties count in the
+target's favour (rank = number of items scored strictly higher).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from models.base import SequentialModel
+from models.data import EvalSet, history_batches
+
+#: History-length buckets of the breakdown (lower bounds, inclusive).
+LENGTH_BUCKETS = (1, 5, 10, 20, 50)
+
+
+@torch.no_grad()
+def target_ranks(model: SequentialModel, data: EvalSet, *, batch_size: int = 512, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """0-based rank of each target among all items: (seen kept, seen removed)."""
+    model.eval()
+    kept = np.zeros(len(data), dtype=np.int64)
+    removed = np.zeros(len(data), dtype=np.int64)
+    max_len = model.cfg.max_len
+    for rows, batch in history_batches(data.histories, batch_size, max_len):
+        scores = model.score(batch.to(device)).float()
+        targets = torch.as_tensor(data.targets[rows], device=scores.device)
+        target_scores = scores.gather(1, targets[:, None])
+        kept[rows] = (scores > target_scores).sum(1).cpu().numpy()
+        for r, i in enumerate(rows):
+            scores[r, torch.as_tensor(data.histories[i], device=scores.device)] = float("-inf")
+        target_scores = scores.gather(1, targets[:, None])
+        # A removed target (seen before) ranks below everything.
+        beaten = (scores > target_scores).sum(1)
+        beaten = torch.where(torch.isinf(target_scores[:, 0]), torch.full_like(beaten, scores.shape[1]), beaten)
+        removed[rows] = beaten.cpu().numpy()
+    return kept, removed
+
+
+def ranking_metrics(ranks: np.ndarray, cutoffs: list[int] | tuple[int, ...]) -> dict[str, float]:
+    """HR@K (target in the top K) and NDCG@K (1/log2(rank + 2) when in the top K), averaged."""
+    out = {}
+    if len(ranks) == 0:
+        return {f"{m}_{k}": float("nan") for k in cutoffs for m in ("hr", "ndcg")}
+    for k in cutoffs:
+        hit = ranks < k
+        out[f"hr_{k}"] = float(hit.mean())
+        out[f"ndcg_{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+    return out
+
+
+def evaluate(model: SequentialModel, data: EvalSet, cutoffs, *, item_counts: np.ndarray | None = None,
+             head_share: float = 0.2, batch_size: int = 512, device: str = "cpu", breakdowns: bool = False) -> dict[str, float]:
+    """Flat metrics: ``ndcg_10``, ``ndcg_10_seen_removed``; with ``breakdowns`` also by history length and head/tail target."""
+    kept, removed = target_ranks(model, data, batch_size=batch_size, device=device)
+    out = ranking_metrics(kept, cutoffs)
+    out.update({f"{name}_seen_removed": value for name, value in ranking_metrics(removed, cutoffs).items()})
+    if not breakdowns:
+        return out
+    lengths = np.fromiter((len(h) for h in data.histories), dtype=np.int64, count=len(data))
+    bounds = list(LENGTH_BUCKETS) + [np.iinfo(np.int64).max]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        chosen = (lengths >= lo) & (lengths < hi)
+        label = f"len_{lo}_{hi - 1}" if hi != bounds[-1] else f"len_{lo}_plus"
+        out[f"{label}_users"] = int(chosen.sum())
+        if chosen.any():
+            out.update({f"{label}_{name}": value for name, value in ranking_metrics(kept[chosen], cutoffs).items()})
+    if item_counts is not None:
+        tail = long_tail_items(item_counts, head_share)
+        is_tail = tail[data.targets]
+        for label, chosen in (("tail", is_tail), ("head", ~is_tail)):
+            out[f"{label}_users"] = int(chosen.sum())
+            if chosen.any():
+                out.update({f"{label}_{name}": value for name, value in ranking_metrics(kept[chosen], cutoffs).items()})
+    return out
+
+
+def long_tail_items(item_counts: np.ndarray, head_share: float) -> np.ndarray:
+    """Boolean per item index: True for items outside the ``head_share`` most popular (by training count)."""
+    n = len(item_counts) - 1
+    head = max(1, int(round(n * head_share)))
+    order = np.argsort(-item_counts[1:], kind="stable") + 1
+    tail = np.ones(len(item_counts), dtype=bool)
+    tail[order[:head]] = False
+    tail[0] = False
+    return tail

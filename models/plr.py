@@ -1,0 +1,113 @@
+"""PLR (arXiv 2601.03153): M parallel latent reasoning streams of T steps, mixed by a gate on the base state.
+
+Stream m opens at ``h0 + trigger_m`` (a learned trigger vector); step t feeds
+the stream's previous state plus the reasoning position embedding ``r_t``
+back through the shared layers. Streams attend to the encoder's cached keys
+and values and to their own earlier steps, never to each other; they are
+stacked on the query axis, so M streams run as one batched step.
+
+Objective: cross-entropy on the aggregated reasoning ``z`` (training scores
+with ``z`` alone, so the model cannot route around the reasoning), minus a
+global regulariser (mean symmetric KL between the item distributions of all
+T*M reasoning states: steps and streams apart), plus InfoNCE between two
+dropout views of ``z``. Inference scores with ``h0 + z``.
+
+Choices made here (the paper leaves them open):
+- A step's state is the output of the full layer stack (every layer reused,
+  with its own cached keys/values), as in ReaRec, not of one attention block.
+- The mixture gate is ``softmax(W h0 + b)`` over streams; a stream's summary
+  is the mean of its T step states.
+- The regulariser and the contrastive term are computed at the newest
+  position of each training sequence; the recommendation loss at every
+  position. The second contrastive view reruns the streams (not the encoder)
+  with fresh dropout; rerunning the encoder too doubles the cost.
+- ``plr_train_with_base``: train on ``h0 + z`` instead of ``z`` (the cheap
+  alternative; off by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.base import Batch, SequentialModel, info_nce, last_positions, reasoning_positions, targeted
+from reaflow.settings import ModelSettings
+
+
+class PLR(SequentialModel):
+    name = "plr"
+
+    def __init__(self, cfg: ModelSettings, num_items: int, knowledge: torch.Tensor | None = None):
+        super().__init__(cfg, num_items, knowledge)
+        self.triggers = nn.Parameter(torch.randn(cfg.plr_streams, cfg.hidden_size) * 0.02)
+        self.steps = nn.Parameter(torch.randn(cfg.plr_steps, cfg.hidden_size) * 0.02)
+        self.gate = nn.Linear(cfg.hidden_size, cfg.plr_streams)
+
+    def streams(self, base: torch.Tensor, cache, everywhere: bool) -> torch.Tensor:
+        """Stream states [T, B, M, Q, d] for Q query positions (all positions, or the newest)."""
+        m = self.cfg.plr_streams
+        if everywhere:
+            q = base.shape[1]
+            positions = reasoning_positions(q, m, base.device)
+            anchor = base
+        else:
+            q = 1
+            positions = last_positions(base.shape[1], m, base.device)
+            anchor = base[:, -1:]
+        start = (anchor[:, None] + self.triggers[None, :, None]).reshape(base.shape[0], m * q, -1)
+        steps, _ = self.backbone.chain(cache, start, positions, self.steps)
+        return torch.stack(steps).view(len(steps), base.shape[0], m, q, -1)
+
+    def mix(self, anchor: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+        """z = sum_m gate_m(h0) * mean_t stream_m: anchor [B, Q, d], streams [T, B, M, Q, d] -> [B, Q, d]."""
+        weights = torch.softmax(self.gate(anchor), dim=-1)  # [B, Q, M]
+        summary = streams.mean(0)  # [B, M, Q, d]
+        return torch.einsum("bqm,bmqd->bqd", weights, summary)
+
+    def user_state(self, batch: Batch) -> torch.Tensor:
+        base, cache = self.encode(batch)
+        anchor = base[:, -1:]
+        z = self.mix(anchor, self.streams(base, cache, everywhere=False))
+        return (anchor + z)[:, -1]
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        base, cache = self.encode(batch)
+        streams = self.streams(base, cache, everywhere=True)
+        z = self.mix(base, streams)
+        scored = base + z if cfg.plr_train_with_base else z
+        terms = {"rec": self.recommendation_loss(*targeted(scored, batch))}
+        if cfg.plr_kl_weight > 0:
+            newest = streams[..., -1, :]  # [T, B, M, d]
+            states = [newest[t, :, s] for t in range(newest.shape[0]) for s in range(newest.shape[2])]
+            if len(states) > 1:
+                terms["kl_global"] = -cfg.plr_kl_weight * symmetric_divergence(self, states)
+        if cfg.plr_cl_weight > 0 and self.training:
+            again = self.mix(base[:, -1:], self.streams(base, cache, everywhere=False))
+            terms["contrastive"] = cfg.plr_cl_weight * info_nce(z[:, -1], again[:, -1], cfg.cl_temperature)
+        return terms
+
+    @torch.no_grad()
+    def stream_spread(self, batch: Batch) -> list[float]:
+        """Mean pairwise L2 distance between streams at each step (a collapse diagnostic)."""
+        base, cache = self.encode(batch)
+        streams = self.streams(base, cache, everywhere=False)[:, :, :, 0]  # [T, B, M, d]
+        spread = []
+        for step in streams:
+            d = torch.cdist(step, step)  # [B, M, M]
+            m = step.shape[1]
+            spread.append(float(d.sum((-1, -2)).mean() / max(m * (m - 1), 1)))
+        return spread
+
+
+def symmetric_divergence(model: SequentialModel, states: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of KL(p_i || p_j) + KL(p_j || p_i) over unordered pairs of item distributions.
+
+    Uses sum_{i<j} (p_i - p_j)(log p_i - log p_j) = n sum_i p_i log p_i - (sum_i p_i)(sum_i log p_i):
+    one pass over the states instead of one per pair.
+    """
+    n = len(states)
+    log_p = model.log_distributions(states)  # [n, B, N]
+    p = log_p.exp()
+    total = n * (p * log_p).sum((0, -1)) - (p.sum(0) * log_p.sum(0)).sum(-1)  # [B]
+    return total.mean() / (n * (n - 1) / 2)

@@ -1,0 +1,196 @@
+"""One trainer for every model: AdamW, early stopping on validation NDCG@10, a checkpoint every epoch, resume.
+
+A run is a folder. After every epoch the trainer atomically writes
+``checkpoint.pt`` (weights, optimiser, random state, best weights so far,
+history, the MLflow run id). Started again on the same folder with the same
+settings and data, it carries on from the last finished epoch and ends where
+an uninterrupted run would have: batch order depends only on (seed, epoch)
+and the random state is restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models import build_model
+from models.data import SequenceData, train_batches
+from models.evaluate import evaluate
+from reaflow.errors import ReaflowError
+from reaflow.settings import Settings
+
+CHECKPOINT = "checkpoint.pt"
+SELECTION_METRIC = "ndcg_10"
+
+
+class TrainingError(ReaflowError):
+    """Training cannot go on (diverged, or a checkpoint that belongs to another run)."""
+
+
+@dataclass
+class TrainResult:
+    model_name: str
+    run_dir: str
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    run_id: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Small enough for XCom and the CLI."""
+        keep = ("ndcg_10", "ndcg_20", "hr_10", "hr_20", "ndcg_10_seen_removed", "hr_10_seen_removed")
+        return {"model": self.model_name, "run_id": self.run_id, "best_epoch": self.best_epoch, "epochs": self.epochs_run,
+                "seconds": round(self.seconds, 1), "valid_ndcg_10": self.valid.get("ndcg_10"),
+                **{f"test_{k}": self.test.get(k) for k in keep}}
+
+
+def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str | Path, *,
+          knowledge: torch.Tensor | None = None, track: bool = True, progress: bool | None = None,
+          max_epochs: int | None = None) -> TrainResult:
+    """Train ``model_name`` on ``data`` in ``run_dir`` (resuming if a checkpoint of the same run is there)."""
+    cfg, tcfg = settings.model, settings.training
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    device = torch.device(tcfg.device)
+    fingerprint = _fingerprint(settings, model_name, data)
+    _seed_everything(tcfg.seed)
+    model = build_model(model_name, cfg, data.num_items, knowledge).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
+    state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer)
+    limit = max_epochs or tcfg.max_epochs
+    done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
+    if done and state.get("finished") and (run_dir / "result.json").exists():
+        return _finished_result(run_dir, model_name, state)  # a retried task: nothing left to do
+
+    tracker = None
+    if track:
+        from models.tracking import Tracker
+
+        tracker = Tracker(settings)
+        state["run_id"] = tracker.start(state.get("run_id"), run_name=f"{model_name}-{data.name}")
+        if state["epoch"] == 0:
+            tracker.log_params(settings, model_name, data, model)
+
+    try:
+        while state["epoch"] < limit and state["bad_epochs"] < tcfg.patience:
+            epoch = state["epoch"]
+            epoch_started = time.perf_counter()
+            row = _train_epoch(model, optimizer, data, settings, epoch, device, progress)
+            row.update({f"valid_{k}": v for k, v in evaluate(model, data.valid, tcfg.cutoffs, device=str(device)).items()})
+            score = row[f"valid_{SELECTION_METRIC}"]
+            if score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0,
+                             best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            state["seconds"] += time.perf_counter() - epoch_started
+            state["history"].append(row)
+            _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer)
+            if tracker:
+                tracker.log_epoch(row, step=epoch + 1)
+    finally:
+        if tracker and state["epoch"] < limit and state["bad_epochs"] < tcfg.patience:
+            tracker.pause()  # interrupted: the run stays open for the resume
+
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    counts = data.item_counts()
+    valid = evaluate(model, data.valid, tcfg.cutoffs, device=str(device))
+    test = evaluate(model, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share, device=str(device), breakdowns=True)
+    result = TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], valid, test,
+                         state["seconds"], state.get("run_id"), state["history"])
+    (run_dir / "result.json").write_text(json.dumps({**result.summary(), "valid": valid, "test": test}, indent=2))
+    if tracker:
+        tracker.finish(result, model, data)
+    state["finished"] = True
+    _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer)
+    return result
+
+
+def _finished_result(run_dir: Path, model_name: str, state: dict) -> TrainResult:
+    saved = json.loads((run_dir / "result.json").read_text())
+    return TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], saved["valid"], saved["test"],
+                       state["seconds"], state.get("run_id"), state["history"])
+
+
+def _train_epoch(model, optimizer, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
+    tcfg = settings.training
+    model.train()
+    model.epoch = epoch
+    batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch)
+    sums: dict[str, float] = {}
+    sequences = 0
+    started = time.perf_counter()
+    bar = tqdm(batches, desc=f"{model.name} epoch {epoch + 1}", leave=False, disable=progress is False if progress is not None else None)
+    for batch in bar:
+        batch = batch.to(device)
+        loss, terms = model.loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{model.name}: loss became {float(loss)} in epoch {epoch + 1}; lower training.learning_rate or the regulariser weights")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sequences += batch.items.shape[0]
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value * batch.items.shape[0]
+    seconds = time.perf_counter() - started
+    row = {f"loss_{name}": value / max(sequences, 1) for name, value in sums.items()}
+    row["loss"] = sum(row.values())
+    row.update(epoch_seconds=seconds, sequences_per_second=sequences / max(seconds, 1e-9))
+    return row
+
+
+def _fingerprint(settings: Settings, model_name: str, data: SequenceData) -> str:
+    """What makes two runs the same run (everything that changes the result, not the epoch limit)."""
+    training = settings.training.model_dump(mode="json", exclude={"max_epochs", "models", "device", "threads", "serve_top_k"})
+    return json.dumps({"model": model_name, "config": settings.model.model_dump(mode="json"), "training": training,
+                       "data": data.digest()}, sort_keys=True)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fresh_state() -> dict:
+    return {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "best_state": None,
+            "history": [], "seconds": 0.0, "run_id": None}
+
+
+def _load_checkpoint(path: Path, fingerprint: str, model, optimizer) -> dict:
+    if not path.exists():
+        return _fresh_state()
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a checkpoint is replaced atomically, so this is a foreign or damaged file
+        raise TrainingError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}); remove it to start over") from None
+    if saved.get("fingerprint") != fingerprint:
+        raise TrainingError(f"checkpoint {path} belongs to a run with other settings or data; use another run folder or remove it")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    np.random.set_state(saved["numpy_rng"])
+    random.setstate(saved["python_rng"])
+    return saved["state"]
+
+
+def _save_checkpoint(path: Path, state: dict, fingerprint: str, model, optimizer) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"fingerprint": fingerprint, "state": state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, tmp)
+    os.replace(tmp, path)

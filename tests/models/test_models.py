@@ -1,0 +1,203 @@
+"""The models' contracts: causality, cached = uncached reasoning, loss terms, learning, the shared interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import MODELS, Batch, build_model
+from models.backbone import append_step
+from models.data import train_batches
+from reaflow.settings import ModelSettings
+
+NAMES = sorted(MODELS)
+
+
+def small_config(**overrides) -> ModelSettings:
+    values = dict(hidden_size=16, heads=2, layers=2, inner_size=32, max_len=8, dropout=0.2, reasoning_steps=2,
+                  plr_streams=2, plr_steps=2, prl_cl_warmup_epochs=0)
+    values.update(overrides)
+    return ModelSettings(**values)
+
+
+def batch() -> Batch:
+    items = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 9, 2]])
+    targets = torch.tensor([[0, 0, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 2, 11]])
+    return Batch(items, targets)
+
+
+def all_position_states(model, b: Batch) -> torch.Tensor:
+    """Every state the model trains on, stacked [n, B, L, d]."""
+    base, cache = model.encode(b)
+    if model.name == "sasrec":
+        return base[None]
+    if model.name == "plr":
+        streams = model.streams(base, cache, everywhere=True)  # [T, B, M, L, d]
+        return torch.cat([base[None], streams.permute(0, 2, 1, 3, 4).flatten(0, 1)])
+    states, _ = model.states(b, everywhere=True)
+    return torch.stack(states)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_changing_a_later_item_leaves_earlier_states_unchanged(name):
+    torch.manual_seed(0)
+    model = build_model(name, small_config(), 12).eval()
+    b = batch()
+    before = all_position_states(model, b)
+    changed = b.items.clone()
+    changed[:, 4] = torch.tensor([11, 10, 1])
+    after = all_position_states(model, Batch(changed))
+    torch.testing.assert_close(after[:, :, :4], before[:, :, :4])
+    assert not torch.allclose(after[:, :, 4:], before[:, :, 4:])
+
+
+def reencoded_chain(model, items: torch.Tensor, start: torch.Tensor, steps: torch.Tensor, window: int | None = None) -> list[torch.Tensor]:
+    """Reference without a cache: append each reasoning token to the sequence and run the whole stack again.
+
+    ``window``: length of the batch the items were cut from (positions count back from its end).
+    """
+    bb = model.backbone
+    length = items.shape[1]
+    first = bb.cfg.max_len - (window or length)
+    positions = torch.arange(first, first + length)
+    inputs = bb.input_norm(bb.items(items) + bb.positions(positions))
+    valid = items > 0
+    outputs, x = [], start
+    for step in steps:
+        inputs = torch.cat([inputs, bb.reasoning_input(x + step)[:, None]], dim=1)
+        n = inputs.shape[1]
+        keys_ok = torch.cat([valid, torch.ones(items.shape[0], n - length, dtype=torch.bool)], dim=1)
+        mask = ((torch.ones(n, n, dtype=torch.bool).tril() & keys_ok[:, None, :]) | torch.eye(n, dtype=torch.bool))[:, None]
+        h = inputs
+        for block in bb.blocks:
+            h, _, _ = block.forward_sequence(h, mask)
+        x = bb.final_norm(h)[:, -1]
+        outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize("name", ["rearec-erl", "rearec-prl"])
+def test_cached_reasoning_equals_reencoding(name):
+    torch.manual_seed(1)
+    model = build_model(name, small_config(), 12).eval()
+    b = batch()
+    with torch.no_grad():
+        cached, _ = model.states(b, everywhere=False)
+        everywhere, _ = model.states(b, everywhere=True)
+        base, _ = model.encode(b)
+        reference = reencoded_chain(model, b.items, base[:, -1], model.steps)
+    for step, ref in enumerate(reference, start=1):
+        torch.testing.assert_close(cached[step][:, -1], ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(everywhere[step][:, -1], ref, atol=1e-5, rtol=1e-4)
+    # A chain run at an earlier position equals re-encoding the prefix that ends there.
+    with torch.no_grad():
+        prefix = reencoded_chain(model, b.items[:, :4], everywhere[0][:, 3], model.steps, window=b.items.shape[1])
+    torch.testing.assert_close(everywhere[-1][:, 3], prefix[-1], atol=1e-5, rtol=1e-4)
+
+
+def test_plr_streams_cached_equal_reencoding_and_stay_apart():
+    torch.manual_seed(2)
+    model = build_model("plr", small_config(), 12).eval()
+    b = batch()
+    with torch.no_grad():
+        base, cache = model.encode(b)
+        streams = model.streams(base, cache, everywhere=False)  # [T, B, M, 1, d]
+        for m in range(model.cfg.plr_streams):
+            ref = reencoded_chain(model, b.items, base[:, -1] + model.triggers[m], model.steps)
+            for t, state in enumerate(ref):
+                torch.testing.assert_close(streams[t, :, m, 0], state, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(streams[:, :, 0], streams[:, :, 1])
+
+
+def test_chain_steps_share_one_cache_per_layer():
+    past = append_step(None, [("k0", "v0"), ("k1", "v1")])
+    past = append_step(past, [("k0'", "v0'"), ("k1'", "v1'")])
+    assert past == [[("k0", "v0"), ("k0'", "v0'")], [("k1", "v1"), ("k1'", "v1'")]]
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_loss_term_is_finite_and_has_its_sign(name, loss):
+    torch.manual_seed(3)
+    model = build_model(name, small_config(loss=loss, negatives=5), 12)
+    model.train()
+    model.epoch = 5
+    total, terms = model.loss(batch())
+    assert torch.isfinite(total)
+    expected = {"sasrec": {"rec"}, "rearec-erl": {"rec", "kl_diversity"},
+                "rearec-prl": {"rec", "progressive", "contrastive"}, "plr": {"rec", "kl_global", "contrastive"}}[name]
+    assert set(terms) == expected
+    for term, value in terms.items():
+        if term.startswith("kl_"):
+            assert value <= 0  # a reward for diverse distributions: subtracted
+        else:
+            assert value > 0
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_prl_contrastive_term_waits_for_warmup():
+    model = build_model("rearec-prl", small_config(prl_cl_warmup_epochs=2), 12).train()
+    model.epoch = 1
+    assert "contrastive" not in model.loss(batch())[1]
+    model.epoch = 2
+    assert "contrastive" in model.loss(batch())[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_rank_every_item_but_padding(name):
+    model = build_model(name, small_config(), 12).eval()
+    scores = model.score(Batch(batch().items))
+    assert scores.shape == (3, 13)
+    assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_to_max_len_changes_nothing(name):
+    model = build_model(name, small_config(), 12).eval()
+    items = batch().items
+    padded = torch.cat([torch.zeros(3, 2, dtype=torch.long), items], dim=1)
+    torch.testing.assert_close(model.score(Batch(items))[:, 1:], model.score(Batch(padded))[:, 1:], atol=1e-5, rtol=1e-4)
+
+
+def test_knowledge_and_generated_item_inputs():
+    torch.manual_seed(4)
+    knowledge = torch.randn(13, 6)
+    model = build_model("sasrec", small_config(), 12, knowledge=knowledge).eval()
+    b = batch()
+    plain = model.score(Batch(b.items))
+    types = torch.zeros_like(b.items)
+    types[:, -2] = 1
+    marked = model.score(Batch(b.items, token_types=types))
+    assert not torch.allclose(plain[:, 1:], marked[:, 1:])
+    with pytest.raises(ValueError, match="expected 13"):
+        build_model("sasrec", small_config(), 12, knowledge=torch.randn(5, 6))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_tiny_model_overfits_a_tiny_dataset(name):
+    """Ten users walk a fixed cycle of items; after training the next item is top-1 for nearly all positions."""
+    torch.manual_seed(5)
+    import numpy as np
+
+    cycle = [1, 5, 2, 7, 3, 8, 4, 6]
+    sequences = [np.asarray([cycle[(u + j) % 8] for j in range(7)]) for u in range(10)]
+    cfg = small_config(dropout=0.0, hidden_size=32, inner_size=64)
+    model = build_model(name, cfg, 8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for epoch in range(60):
+        model.train()
+        model.epoch = epoch
+        for b in train_batches(sequences, 10, cfg.max_len, 0, epoch):
+            loss, _ = model.loss(b)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    b = train_batches(sequences, 10, cfg.max_len, 0, 0)[0]
+    hits = 0
+    for t in range(1, b.items.shape[1] + 1):
+        top = model.score(Batch(b.items[:, :t])).argmax(1)
+        hits += int((top == b.targets[:, t - 1]).sum())
+    assert hits / b.targets.numel() > 0.9

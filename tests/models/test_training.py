@@ -1,0 +1,273 @@
+"""Trainer, evaluation, data sources, MLflow tracking and the served model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+from models import Batch, build_model
+from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
+from models.evaluate import evaluate, long_tail_items, ranking_metrics, target_ranks
+from models.train import TrainingError, train
+from tests.conftest import SHARED_DATA
+
+TINY_MODEL = {"hidden_size": 16, "heads": 2, "layers": 1, "inner_size": 32, "max_len": 10, "dropout": 0.1}
+
+
+def write_sequences(path, users: int = 120, items: int = 40, seed: int = 0) -> str:
+    """S3-Rec style file: users walk one of a few item cycles with some noise."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for u in range(1, users + 1):
+        start = int(rng.integers(1, items + 1))
+        step = int(rng.choice([1, 3]))
+        seq = [((start - 1 + step * j) % items) + 1 for j in range(int(rng.integers(4, 14)))]
+        lines.append(" ".join(map(str, [u, *seq])))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    return write_sequences(tmp_path / "tiny.txt")
+
+
+@pytest.fixture
+def tiny_settings(make_settings):
+    return make_settings(model=TINY_MODEL, training={"max_epochs": 3, "patience": 5, "batch_size": 32, "learning_rate": 5e-3, "threads": 1})
+
+
+def test_ranking_metrics_equal_a_hand_computed_example():
+    ranks = np.array([0, 3, 12, 6])  # 0-based
+    got = ranking_metrics(ranks, [5, 10])
+    assert got["hr_5"] == pytest.approx(2 / 4)
+    assert got["hr_10"] == pytest.approx(3 / 4)
+    assert got["ndcg_5"] == pytest.approx((1 / np.log2(2) + 1 / np.log2(5)) / 4)
+    assert got["ndcg_10"] == pytest.approx((1 / np.log2(2) + 1 / np.log2(5) + 1 / np.log2(8)) / 4)
+
+
+class FixedScores(torch.nn.Module):
+    """Scores depend only on the newest history item: a known table, to check the ranking arithmetic."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float)
+        self.cfg = type("cfg", (), {"max_len": 5})()
+
+    def score(self, batch: Batch):
+        scores = self.table[batch.items[:, -1]].clone()
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+def test_full_ranking_with_and_without_seen_items():
+    # Items 1..4. After item 1 the model scores 4 > 3 > 2 > 1; after item 2: 1 > 2 > 3 > 4.
+    table = [[0, 0, 0, 0, 0], [0, 1, 2, 3, 4], [0, 4, 3, 2, 1]]
+    data = EvalSet([np.array([1]), np.array([3, 2]), np.array([2, 1])], np.array([3, 4, 1]))
+    model = FixedScores(table + [[0, 1, 1, 1, 1]])
+    kept, removed = target_ranks(model, data)
+    # user 0: history [1], target 3: 4 beats it -> rank 1; item 1 removed changes nothing.
+    # user 1: history [3, 2] (newest 2): target 4 is last (rank 3); 3 and 2 removed -> 1 beats it -> rank 1.
+    # user 2: history [2, 1] (newest 1): target 1 is seen -> removed ranks below everything (5 columns).
+    assert kept.tolist() == [1, 3, 3]
+    assert removed.tolist() == [1, 1, 5]
+    metrics = evaluate(model, data, [1, 2])
+    assert metrics["hr_2"] == pytest.approx(1 / 3) and metrics["hr_2_seen_removed"] == pytest.approx(2 / 3)
+
+
+def test_long_tail_is_everything_outside_the_popular_head():
+    counts = np.array([0, 50, 1, 30, 2, 3, 1, 1, 1, 1, 1])
+    tail = long_tail_items(counts, 0.2)
+    assert tail.tolist() == [False, False, True, False, True, True, True, True, True, True, True]
+
+
+def test_leave_one_out_split_and_batches():
+    data = leave_one_out("x", [np.array([1, 2, 3, 4, 5]), np.array([6, 7]), np.array([8])], 8)
+    assert [s.tolist() for s in data.train] == [[1, 2, 3], [6, 7]]
+    assert [h.tolist() for h in data.valid.histories] == [[1, 2, 3]] and data.valid.targets.tolist() == [4]
+    assert [h.tolist() for h in data.test.histories] == [[1, 2, 3, 4]] and data.test.targets.tolist() == [5]
+    batches = train_batches(data.train, 8, 50, seed=0, epoch=0)
+    assert sum(int((b.targets > 0).sum()) for b in batches) == 3  # 1->2, 2->3, 6->7
+    again = train_batches(data.train, 8, 50, seed=0, epoch=0)
+    assert all(torch.equal(a.items, b.items) for a, b in zip(batches, again, strict=True))
+
+
+def test_bad_training_data_gives_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_benchmark(str(tmp_path / "missing.txt"))
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="no sequences"):
+        load_benchmark(str(tmp_path / "empty.txt"))
+    with pytest.raises(DataError, match="data-root"):
+        load_benchmark("amazon-beauty")
+
+
+def test_lake_splits_become_training_data(make_settings, lake_root):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reaflow.lake import Dataset, Lake
+
+    settings = make_settings()
+    lake = Lake.from_settings(settings)
+    rows = [("loo", "train", 1, [1, 2, 3], None), ("loo", "valid", 1, [1, 2, 3], 4), ("loo", "test", 1, [1, 2, 3, 4], 5),
+            ("time", "train", 1, [1, 2], None)]
+    with lake.atomic_dir(lake.path(Dataset.CURATED_SPLITS, "2024-01-02")) as out:
+        pq.write_table(pa.table({k: [r[i] for r in rows] for i, k in enumerate(["protocol", "split", "user_idx", "history", "target"])}), out / "part.parquet")
+    with lake.atomic_dir(lake.path(Dataset.CURATED_VOCAB, None, "items")) as out:
+        pq.write_table(pa.table({"external_id": ["a", "b", "c", "d", "e", "f"], "idx": [1, 2, 3, 4, 5, 6],
+                                 "first_ds": ["2024-01-01"] * 5 + ["2024-01-03"]}), out / "part.parquet")
+    data = load_lake_splits(settings, "2024-01-02", "loo")
+    assert data.num_items == 5 and data.item_ids == ["", "a", "b", "c", "d", "e"]
+    assert [s.tolist() for s in data.train] == [[1, 2, 3]] and data.valid.targets.tolist() == [4]
+    with pytest.raises(DataError, match="missing or incomplete"):
+        load_lake_splits(settings, "2024-01-05", "loo")
+
+
+def test_training_learns_and_reports(tiny_file, tiny_settings, tmp_path):
+    data = load_benchmark(tiny_file)
+    result = train(tiny_settings, "sasrec", data, tmp_path / "run", track=False, progress=False)
+    assert result.epochs_run == 3 and 1 <= result.best_epoch <= 3
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    popularity = data.item_counts()
+    random_ndcg = ranking_metrics(np.arange(data.num_items), [10])["ndcg_10"]
+    assert result.test["ndcg_10"] > random_ndcg
+    assert {"tail_users", "head_users", "len_1_4_users"} <= set(result.test)
+    assert popularity.sum() == sum(len(s) for s in data.train)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["test"]["ndcg_10"] == pytest.approx(result.test["ndcg_10"])
+
+
+def test_a_checkpoint_of_another_run_is_refused(tiny_file, tiny_settings, make_settings, tmp_path):
+    data = load_benchmark(tiny_file)
+    train(tiny_settings, "sasrec", data, tmp_path / "run", track=False, progress=False, max_epochs=1)
+    other = make_settings(model={**TINY_MODEL, "hidden_size": 32}, training={"max_epochs": 2, "threads": 1})
+    with pytest.raises(TrainingError, match="other settings or data"):
+        train(other, "sasrec", data, tmp_path / "run", track=False, progress=False)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL the CLI after its first checkpoint, run it again: same metrics as a run never killed."""
+    data = write_sequences(tmp_path / "data.txt", users=1500, items=300, seed=1)
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"state_dir": str(tmp_path / "state"), "model": TINY_MODEL,
+                                  "training": {"max_epochs": 4, "patience": 10, "batch_size": 16, "threads": 1, "seed": 7}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAFLOW_")}
+    command = [sys.executable, "-m", "reaflow.cli", "train", "--model", "rearec-erl", "--data", data, "--config", str(config)]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([*command, "--run-dir", str(killed_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; make the data larger"
+    assert not (killed_dir / "result.json").exists()
+
+    resumed = subprocess.run([*command, "--run-dir", str(killed_dir)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = subprocess.run([*command, "--run-dir", str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    a = json.loads((killed_dir / "result.json").read_text())
+    b = json.loads((tmp_path / "straight" / "result.json").read_text())
+    assert a["epochs"] == b["epochs"] == 4
+    assert a["test"] == pytest.approx(b["test"], abs=1e-9) and a["valid"] == pytest.approx(b["valid"], abs=1e-9)
+    # The resumed MLflow run is the one the killed process opened.
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["reaflow"], output_format="list")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert a["run_id"] in {r.info.run_id for r in runs}
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REAFLOW_")}
+    env["REAFLOW_STATE_DIR"] = str(tmp_path / "state")
+    for args, message in ((["--model", "gru4rec", "--data", "x"], "unknown model"),
+                          (["--model", "sasrec", "--data", str(tmp_path / "nope.txt")], "does not exist"),
+                          (["--model", "sasrec"], "give --data")):
+        done = subprocess.run([sys.executable, "-m", "reaflow.cli", "train", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_logged_model_returns_the_in_memory_top_k(tiny_file, tiny_settings, tmp_path):
+    import mlflow
+
+    from models.serving import recommend
+
+    data = load_benchmark(tiny_file)
+    result = train(tiny_settings, "plr", data, tmp_path / "run", progress=False)
+    mlflow.set_tracking_uri(tiny_settings.mlflow_tracking_uri)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["model"] == "plr" and "test_ndcg_10" in run.data.metrics
+    assert run.data.tags["data.digest"] == data.digest()
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert "plots/learning_curves.png" in artifacts
+    history = mlflow.MlflowClient().get_metric_history(result.run_id, "valid_ndcg_10")
+    assert [m.step for m in history] == [1, 2, 3]
+
+    served = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    histories = [["1", "2", "3"], ["7", "8"], ["unknown-item", "5"], []]
+    import pandas as pd
+
+    out = served.predict(pd.DataFrame({"history": histories}), params={"k": 5})
+    model = build_model("plr", tiny_settings.model, data.num_items)
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["best_state"])
+    model.eval()
+    ids, scores, _ = recommend(model, data.item_ids, histories, 5)
+    assert out["item_ids"].map(list).tolist() == ids
+    assert np.allclose(np.array(out["scores"].map(list).tolist()), np.array(scores), atol=1e-5)
+    assert out["unknown_items"].tolist() == [0, 0, 1, 0]
+    assert not set(ids[0]) & {"1", "2", "3"}  # seen items are not recommended again
+
+
+@pytest.fixture
+def postgres_uri():
+    psycopg = pytest.importorskip("psycopg")
+    name = f"reaflow_mlflow_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({exc.__class__.__name__}); start it to run this test")
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.mark.slow
+def test_tracking_in_postgresql(tiny_file, make_settings, postgres_uri, tmp_path):
+    import mlflow
+
+    settings = make_settings(model=TINY_MODEL, mlflow={"tracking_uri": postgres_uri},
+                             training={"max_epochs": 1, "batch_size": 32, "threads": 1})
+    result = train(settings, "sasrec", load_benchmark(tiny_file), tmp_path / "run", progress=False)
+    mlflow.set_tracking_uri(postgres_uri)
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["test_ndcg_10"] == pytest.approx(result.test["ndcg_10"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "amazon-beauty" / "Beauty.txt").exists(), reason=f"shared data not found at {SHARED_DATA}")
+def test_beauty_loads_with_the_published_counts():
+    data = load_benchmark("amazon-beauty", SHARED_DATA)
+    assert data.num_items == 12101 and len(data.test) == 22363
+    assert sum(len(s) for s in data.train) + 2 * len(data.test) == 198502
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ml-100k" / "u.data").exists(), reason=f"shared data not found at {SHARED_DATA}")
+def test_movielens_orders_by_time():
+    data = load_benchmark("ml-100k", SHARED_DATA)
+    assert data.num_items == 1682 and len(data.test) == 943
