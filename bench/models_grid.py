@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--valid-users", type=int, default=5000, help="Validation users read for early stopping (0: all).")
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings.")
     parser.add_argument("--workers", type=int, default=2)
@@ -88,7 +90,8 @@ def main() -> None:
     out = Path(args.out) / args.data
     out.mkdir(parents=True, exist_ok=True)
     model_settings = {"loss": args.loss, **json.loads(args.model_settings)}
-    training = {"max_epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr, "batch_size": args.batch_size}
+    training = {"max_epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr, "batch_size": args.batch_size,
+                "warmup_steps": args.warmup_steps, "valid_users": args.valid_users}
     jobs = [{"model": m, "seed": s, "data": args.data, "data_root": args.data_root, "out": str(out),
              "model_settings": model_settings, "training": training}
             for s in args.seeds for m in args.models]

@@ -38,6 +38,13 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def sample(self, n: int, seed: int) -> EvalSet:
+        """A fixed random subset of ``n`` users (all of them if there are fewer)."""
+        if n >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng([seed, n]).choice(len(self), n, replace=False))
+        return EvalSet([self.histories[i] for i in rows], self.targets[rows])
+
 
 @dataclass
 class SequenceData:

@@ -19,7 +19,7 @@ class Tracker:
         self.settings = settings
         self.mlflow = mlflow
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        self.experiment_id = _experiment_id(mlflow, settings.mlflow.experiment)
+        self.experiment_id = _experiment_id(mlflow, settings)
         self.run_id: str | None = None
 
     def start(self, run_id: str | None, run_name: str) -> str:
@@ -62,19 +62,35 @@ class Tracker:
         self.mlflow.log_figure(learning_curves(result.history, model.name), "plots/learning_curves.png")
         self.mlflow.log_dict({"valid": result.valid, "test": result.test}, "metrics/evaluation.json")
         if hasattr(model, "stream_spread"):
-            self.mlflow.log_dict({"note": "mean pairwise L2 distance between PLR streams per step, validation users"},
-                                 "diagnostics/README.json")
+            self.mlflow.log_metrics(stream_spread(model, data))
         log_recommender(model, data, self.settings.training.serve_top_k)
         self.mlflow.end_run()
 
 
-def _experiment_id(mlflow, name: str) -> str:
+def stream_spread(model, data: SequenceData, users: int = 1024) -> dict[str, float]:
+    """Mean pairwise distance between PLR's streams at each step on test users (streams collapsing show as ~0)."""
+    from models.data import history_batches
+
+    model.eval()
+    rows = []
+    for _, batch in history_batches(data.test.histories[:users], 256, model.cfg.max_len):
+        rows.append((batch.items.shape[0], model.stream_spread(batch)))
+    total = sum(n for n, _ in rows)
+    steps = len(rows[0][1]) if rows else 0
+    return {f"stream_spread_step_{t + 1}": sum(n * spread[t] for n, spread in rows) / total for t in range(steps)}
+
+
+def _experiment_id(mlflow, settings: Settings) -> str:
+    """The configured experiment, created with its artifacts under ``mlflow_artifact_root`` (never the working folder)."""
+    from mlflow.exceptions import MlflowException
+
+    name = settings.mlflow.experiment
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return mlflow.create_experiment(name)
-    except Exception:  # created meanwhile by a parallel training task
+        return mlflow.create_experiment(name, artifact_location=f"{settings.mlflow_artifact_root.rstrip('/')}/{name}")
+    except MlflowException:  # created meanwhile by a parallel training task
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
@@ -119,7 +135,7 @@ def log_sweep(settings: Settings, rows: list[dict], x: str, metric: str, name: s
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    with mlflow.start_run(run_name=name, experiment_id=_experiment_id(mlflow, settings.mlflow.experiment)) as run:
+    with mlflow.start_run(run_name=name, experiment_id=_experiment_id(mlflow, settings)) as run:
         mlflow.log_figure(sweep_plot(rows, x, metric, name), f"plots/{name}.png")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.json"

@@ -69,7 +69,9 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     _seed_everything(tcfg.seed)
     model = build_model(model_name, cfg, data.num_items, knowledge).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
-    state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer)
+    warmup = max(tcfg.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler)
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
     if done and state.get("finished") and (run_dir / "result.json").exists():
@@ -84,12 +86,13 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
         if state["epoch"] == 0:
             tracker.log_params(settings, model_name, data, model)
 
+    selection = data.valid.sample(tcfg.valid_users, tcfg.seed) if tcfg.valid_users else data.valid
     try:
         while state["epoch"] < limit and state["bad_epochs"] < tcfg.patience:
             epoch = state["epoch"]
             epoch_started = time.perf_counter()
-            row = _train_epoch(model, optimizer, data, settings, epoch, device, progress)
-            row.update({f"valid_{k}": v for k, v in evaluate(model, data.valid, tcfg.cutoffs, device=str(device)).items()})
+            row = _train_epoch(model, optimizer, scheduler, data, settings, epoch, device, progress)
+            row.update({f"valid_{k}": v for k, v in evaluate(model, selection, tcfg.cutoffs, device=str(device)).items()})
             score = row[f"valid_{SELECTION_METRIC}"]
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0,
@@ -99,7 +102,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
             state["epoch"] = epoch + 1
             state["seconds"] += time.perf_counter() - epoch_started
             state["history"].append(row)
-            _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer)
+            _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler)
             if tracker:
                 tracker.log_epoch(row, step=epoch + 1)
     finally:
@@ -117,7 +120,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     if tracker:
         tracker.finish(result, model, data)
     state["finished"] = True
-    _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer)
+    _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler)
     return result
 
 
@@ -127,7 +130,7 @@ def _finished_result(run_dir: Path, model_name: str, state: dict) -> TrainResult
                        state["seconds"], state.get("run_id"), state["history"])
 
 
-def _train_epoch(model, optimizer, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
+def _train_epoch(model, optimizer, scheduler, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
     tcfg = settings.training
     model.train()
     model.epoch = epoch
@@ -143,7 +146,10 @@ def _train_epoch(model, optimizer, data: SequenceData, settings: Settings, epoch
             raise TrainingError(f"{model.name}: loss became {float(loss)} in epoch {epoch + 1}; lower training.learning_rate or the regulariser weights")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if tcfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
+        scheduler.step()
         sequences += batch.items.shape[0]
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value * batch.items.shape[0]
@@ -172,7 +178,7 @@ def _fresh_state() -> dict:
             "history": [], "seconds": 0.0, "run_id": None}
 
 
-def _load_checkpoint(path: Path, fingerprint: str, model, optimizer) -> dict:
+def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scheduler) -> dict:
     if not path.exists():
         return _fresh_state()
     try:
@@ -183,14 +189,15 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer) -> dict:
         raise TrainingError(f"checkpoint {path} belongs to a run with other settings or data; use another run folder or remove it")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
     np.random.set_state(saved["numpy_rng"])
     random.setstate(saved["python_rng"])
     return saved["state"]
 
 
-def _save_checkpoint(path: Path, state: dict, fingerprint: str, model, optimizer) -> None:
+def _save_checkpoint(path: Path, state: dict, fingerprint: str, model, optimizer, scheduler) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"fingerprint": fingerprint, "state": state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, tmp)
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, tmp)
     os.replace(tmp, path)

@@ -76,6 +76,8 @@ class AirflowSettings(_Section):
 class MlflowSettings(_Section):
     #: None: SQLite file under ``state_dir``; e.g. postgresql://user@host/mlflow on a cluster.
     tracking_uri: str | None = None
+    #: Where new experiments keep artifacts (models, plots). None: ``state_dir/mlartifacts``; e.g. s3://bucket/mlflow.
+    artifact_root: str | None = None
     #: Experiment that training runs are logged under.
     experiment: str = "reaflow"
     #: Registered model name prefix: candidates register as ``<prefix>-<model>``.
@@ -242,17 +244,24 @@ class TrainingSettings(_Section):
     models: list[str] = list(MODEL_NAMES)
     #: ``loo``: last item test, second last validation; ``time``: the last days (processing.test_days).
     protocol: Literal["loo", "time"] = "loo"
-    max_epochs: int = Field(200, ge=1)
+    #: Daily retraining default; the benchmarks in bench/ set their own.
+    max_epochs: int = Field(10, ge=1)
     #: Stop after this many epochs without a better validation NDCG@10.
-    patience: int = Field(10, ge=1)
+    patience: int = Field(3, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
+    warmup_steps: int = Field(100, ge=0)
+    #: Clip the gradient norm to this value (0: no clipping).
+    grad_clip: float = Field(0.0, ge=0)
     seed: int = 42
     #: torch intra-op threads (0: torch's default).
     threads: int = Field(1, ge=0)
     #: ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "cpu"
+    #: Early stopping reads this many validation users, a fixed random sample (0: all); the final numbers use all.
+    valid_users: int = Field(0, ge=0)
     #: Ranking cut-offs of the reported metrics.
     cutoffs: list[int] = [5, 10, 20]
     #: Items in the most popular ``head_share`` of the catalogue are "head"; the rest are the long tail.
@@ -359,6 +368,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return self.mlflow.artifact_root or (self.state_dir.resolve() / "mlartifacts").as_uri()
 
     @property
     def airflow_sql_alchemy_conn(self) -> str:

@@ -216,6 +216,7 @@ def test_logged_model_returns_the_in_memory_top_k(tiny_file, tiny_settings, tmp_
     assert run.data.tags["data.digest"] == data.digest()
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/learning_curves.png" in artifacts
+    assert run.data.metrics["stream_spread_step_1"] > 0
     history = mlflow.MlflowClient().get_metric_history(result.run_id, "valid_ndcg_10")
     assert [m.step for m in history] == [1, 2, 3]
 
