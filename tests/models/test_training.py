@@ -272,3 +272,22 @@ def test_beauty_loads_with_the_published_counts():
 def test_movielens_orders_by_time():
     data = load_benchmark("ml-100k", SHARED_DATA)
     assert data.num_items == 1682 and len(data.test) == 943
+
+
+def test_sweeps_are_logged_with_their_plot(make_settings):
+    import mlflow
+
+    from models.tracking import log_sweep
+
+    settings = make_settings()
+    rows = [{"model": "rearec-erl", "K": k, "ndcg_10": 0.01 * k} for k in (1, 2, 3)]
+    run_id = log_sweep(settings, rows, "K", "ndcg_10", "reasoning-steps")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    paths = {a.path for folder in ("plots", "sweeps") for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}
+    assert paths == {"plots/reasoning-steps.png", "sweeps/reasoning-steps.json"}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "amazon-sports" / "Sports_and_Outdoors.txt").exists(), reason=f"shared data not found at {SHARED_DATA}")
+def test_sports_loads_with_the_published_counts():
+    data = load_benchmark("amazon-sports", SHARED_DATA)
+    assert data.num_items == 18357 and len(data.test) == 35598
