@@ -2,7 +2,8 @@
 
 Every (model, seed) trains in its own run folder under ``--out`` with the
 project's trainer (checkpoint each epoch): rerun the same command after an
-interruption and finished runs are skipped, unfinished ones resume. Runs go
+interruption and finished runs are skipped, unfinished ones resume; rerun
+with a larger ``--epochs`` and runs that did not stop early carry on. Runs go
 to ``--workers`` processes with one torch thread each. The summary (mean and
 std over seeds of the test metrics, seen items kept and removed) is printed
 as a Markdown table and written to ``summary.json``.
@@ -32,8 +33,7 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     folder = Path(job["out"]) / f"{job['model']}-seed{job['seed']}"
     done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    # A finished run returns at once; one stopped by a lower --epochs carries on to the new limit.
     settings = load_settings(state_dir=job["out"], model=job["model_settings"],
                              training={**job["training"], "seed": job["seed"], "threads": 1})
     data = load_benchmark(job["data"], job["data_root"])

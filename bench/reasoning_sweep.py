@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--data", default="ml-100k")
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--steps", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--depth-models", nargs="+", default=["rearec-erl", "rearec-prl"])
     parser.add_argument("--streams", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
@@ -46,7 +47,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         return row
 
-    depth = [run(model, reasoning_steps=k) for model in ("rearec-erl", "rearec-prl") for k in args.steps]
+    depth = [run(model, reasoning_steps=k) for model in args.depth_models for k in args.steps]
     width = [run("plr", plr_streams=m) for m in args.streams]
     # PLR's open choice: train on the reasoning alone (default) or on base + reasoning, as inference scores.
     alternative = run("plr", plr_streams=2, plr_train_with_base=True)
