@@ -100,6 +100,11 @@ class SequentialModel(nn.Module):
         return F.log_softmax(logits, dim=-1)
 
 
+def capped(divergence: torch.Tensor, cap: float) -> torch.Tensor:
+    """Mean over users of a per-user divergence [B], each clipped at ``cap`` (0: no cap): a bounded reward."""
+    return (divergence.clamp(max=cap) if cap > 0 else divergence).mean()
+
+
 def targeted(states: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """States and targets at the positions that have a next item: [P, d], [P]."""
     where = batch.targets > 0

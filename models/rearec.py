@@ -18,8 +18,15 @@ Choices made here (the paper and its released code leave them open or differ):
   in warm-up epochs before it is assigned. Here ERL uses no noise at all (its
   loss never read the noisy view) and PRL's contrastive term is zero until
   ``prl_cl_warmup_epochs`` have passed.
+- ERL's diversity reward stops at ``divergence_cap`` nats per user (see PLR,
+  where the uncapped reward ran away).
 - PRL's InfoNCE compares L2-normalised states with temperature
   ``cl_temperature`` (the release uses raw dot products over 0.07).
+- Training needs a learning-rate warm-up (``training.warmup_steps``): on
+  Beauty at lr 3e-3 without one, the chains stalled near their initial
+  weights (ERL validation NDCG@10 0.006 after 4 epochs, SASRec 0.02); with
+  200 warm-up steps ERL trains as fast as SASRec. PLR, whose contrastive term
+  is on from the first step, trained without it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import Batch, SequentialModel, info_nce, last_positions, reasoning_positions, targeted
+from models.base import Batch, SequentialModel, capped, info_nce, last_positions, reasoning_positions, targeted
 from reaflow.settings import ModelSettings
 
 
@@ -105,4 +112,4 @@ def step_divergence(model: SequentialModel, states: list[torch.Tensor]) -> torch
     fixed = log_p.detach()
     others = fixed.sum(0, keepdim=True) - fixed
     total = (log_p.exp() * ((n - 1) * log_p - others)).sum((0, -1))  # [B]
-    return total.mean() / (n * (n - 1))
+    return capped(total / (n * (n - 1)), model.cfg.divergence_cap)

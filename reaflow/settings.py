@@ -227,6 +227,9 @@ class ModelSettings(_Section):
     plr_cl_weight: float = Field(0.1, ge=0)
     #: PLR: train on base + reasoning (as inference scores) instead of the reasoning alone.
     plr_train_with_base: bool = False
+    #: ERL and PLR reward diverse item distributions up to this mean divergence per user, in nats (0: no cap).
+    #: Uncapped, the reward can grow without bound by sharpening the distributions.
+    divergence_cap: float = Field(2.0, ge=0)
     #: Temperature of the in-batch InfoNCE terms (PRL and PLR).
     cl_temperature: float = Field(0.2, gt=0)
 

@@ -186,7 +186,7 @@ def test_a_tiny_model_overfits_a_tiny_dataset(name):
     cfg = small_config(dropout=0.0, hidden_size=32, inner_size=64)
     model = build_model(name, cfg, 8)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for epoch in range(60):
+    for epoch in range(100):
         model.train()
         model.epoch = epoch
         for b in train_batches(sequences, 10, cfg.max_len, 0, epoch):
@@ -201,3 +201,19 @@ def test_a_tiny_model_overfits_a_tiny_dataset(name):
         top = model.score(Batch(b.items[:, :t])).argmax(1)
         hits += int((top == b.targets[:, t - 1]).sum())
     assert hits / b.targets.numel() > 0.9
+
+
+@pytest.mark.parametrize("name", ["rearec-erl", "plr"])
+def test_the_diversity_reward_is_bounded(name):
+    from models.plr import symmetric_divergence
+    from models.rearec import step_divergence
+
+    divergence = {"rearec-erl": step_divergence, "plr": symmetric_divergence}[name]
+    model = build_model(name, small_config(divergence_cap=0.5), 12)
+    apart = [torch.randn(4, 16) * 50, torch.randn(4, 16) * 50]
+    value = divergence(model, [s.requires_grad_() for s in apart])
+    assert value == pytest.approx(0.5)
+    value.backward()
+    assert all(float(s.grad.abs().sum()) == 0 for s in apart)  # nothing more to gain past the cap
+    close = [torch.zeros(4, 16), torch.zeros(4, 16) + 1e-3]
+    assert 0 <= float(divergence(model, close)) < 0.5
