@@ -3,7 +3,8 @@
 Every (model, seed) trains in its own run folder under ``--out`` with the
 project's trainer (checkpoint each epoch): rerun the same command after an
 interruption and finished runs are skipped, unfinished ones resume; rerun
-with a larger ``--epochs`` and runs that did not stop early carry on. Runs go
+with a larger ``--epochs`` and ``--extend`` and runs that did not stop early
+carry on. Runs go
 to ``--workers`` processes with one torch thread each. The summary (mean and
 std over seeds of the test metrics, seen items kept and removed) is printed
 as a Markdown table and written to ``summary.json``.
@@ -33,7 +34,9 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     folder = Path(job["out"]) / f"{job['model']}-seed{job['seed']}"
     done = folder / "result.json"
-    # A finished run returns at once; one stopped by a lower --epochs carries on to the new limit.
+    if done.exists() and not job["extend"]:
+        return json.loads(done.read_text())
+    # With --extend, a run stopped by a lower --epochs carries on to the new limit (finished runs return at once).
     settings = load_settings(state_dir=job["out"], model=job["model_settings"],
                              training={**job["training"], "seed": job["seed"], "threads": 1})
     data = load_benchmark(job["data"], job["data_root"])
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings.")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--extend", action="store_true", help="Carry finished runs on to a larger --epochs.")
     parser.add_argument("--out", default="bench/out/models_grid")
     args = parser.parse_args()
 
@@ -93,7 +97,7 @@ def main() -> None:
     training = {"max_epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr, "batch_size": args.batch_size,
                 "warmup_steps": args.warmup_steps, "valid_users": args.valid_users}
     jobs = [{"model": m, "seed": s, "data": args.data, "data_root": args.data_root, "out": str(out),
-             "model_settings": model_settings, "training": training}
+             "model_settings": model_settings, "training": training, "extend": args.extend}
             for s in args.seeds for m in args.models]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap_unordered(run_one, jobs):
