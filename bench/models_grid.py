@@ -29,6 +29,7 @@ def run_one(job: dict) -> dict:
 
     from models.data import load_benchmark
     from models.train import train
+    from reaflow.errors import ReaflowError
     from reaflow.settings import load_settings
 
     torch.set_num_threads(1)
@@ -40,7 +41,10 @@ def run_one(job: dict) -> dict:
     settings = load_settings(state_dir=job["out"], model=job["model_settings"],
                              training={**job["training"], "seed": job["seed"], "threads": 1})
     data = load_benchmark(job["data"], job["data_root"])
-    train(settings, job["model"], data, folder, track=False, progress=False)
+    try:
+        train(settings, job["model"], data, folder, track=False, progress=False)
+    except ReaflowError as exc:  # one bad run (e.g. a stale checkpoint) must not stop the others
+        return {"model": job["model"], "seed": job["seed"], "error": str(exc)}
     return json.loads(done.read_text())
 
 
@@ -101,6 +105,9 @@ def main() -> None:
             for s in args.seeds for m in args.models]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap_unordered(run_one, jobs):
+            if "error" in result:
+                print(f"failed {result['model']} seed {result['seed']}: {result['error']}", flush=True)
+                continue
             print(f"done {result['model']} best epoch {result['best_epoch']} test ndcg_10 {result['test']['ndcg_10']:.4f}", flush=True)
     table, summary = summarise(out, args.models)
     (out / "summary.json").write_text(json.dumps({"settings": {"model": model_settings, "training": training}, "models": summary}, indent=2))
