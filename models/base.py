@@ -69,14 +69,14 @@ class SequentialModel(nn.Module):
 
     def logits(self, states: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         table = self.backbone.items.table()
-        return states @ table.T / (temperature or self.cfg.temperature)
+        return (states / (temperature or self.cfg.temperature)) @ table.T  # scale d columns, not N
 
     def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Cross-entropy of the next item: over all items, or over shared uniform negatives (``loss: sampled``)."""
         temperature = temperature or self.cfg.temperature
         table = self.backbone.items.table()
         if self.cfg.loss == "full":
-            return F.cross_entropy(states @ table[1:].T / temperature, targets - 1)
+            return F.cross_entropy((states / temperature) @ table[1:].T, targets - 1)
         negatives = torch.randint(1, self.num_items + 1, (self.cfg.negatives,), device=states.device)
         positive = (states * table[targets]).sum(-1, keepdim=True)
         negative = states @ table[negatives].T

@@ -216,4 +216,4 @@ def test_the_diversity_reward_is_bounded(name):
     value.backward()
     assert all(float(s.grad.abs().sum()) == 0 for s in apart)  # nothing more to gain past the cap
     close = [torch.zeros(4, 16), torch.zeros(4, 16) + 1e-3]
-    assert 0 <= float(divergence(model, close).detach()) < 0.5
+    assert -1e-5 < float(divergence(model, close).detach()) < 0.5  # ~0, up to rounding of the closed form
