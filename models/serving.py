@@ -10,6 +10,7 @@ unless the parameter ``exclude_seen`` is false.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -97,18 +98,21 @@ def signature(top_k: int):
 def log_recommender(model, data, top_k: int) -> str:
     """Log the model to the active MLflow run as ``model``; returns the model URI."""
     import mlflow
+    import pandas as pd
 
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / BUNDLE
         save_bundle(model, data.item_ids, bundle)
         example = [[str(x) for x in (data.item_ids or [])[1:4]]] if data.item_ids else [["1", "2"]]
-        import pandas as pd
-
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=_python_model_class()(), artifacts={"bundle": str(bundle)},
-            signature=signature(top_k), input_example=pd.DataFrame({"history": example}),
-            code_paths=[str(repo / "models"), str(repo / "reaflow")],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pandas", "pydantic-settings", "pyyaml"],
-        )
+        with warnings.catch_warnings():
+            # MLflow checks the example against the declared signature and warns that integer
+            # columns cannot hold missing values; ``unknown_items`` never has any.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=_python_model_class()(), artifacts={"bundle": str(bundle)},
+                signature=signature(top_k), input_example=pd.DataFrame({"history": example}),
+                code_paths=[str(repo / "models"), str(repo / "reaflow")],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pandas", "pydantic-settings", "pyyaml"],
+            )
     return info.model_uri
