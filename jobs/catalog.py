@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobs.contract_checks import fields_sql, typed_select, violation_sql
+from jobs.contract_checks import fields_sql, quarantine_frame, typed_select, violation_sql
 from jobs.spark import read_parquet, spark_session
 from reaflow.contracts import ITEMS
 from reaflow.lake import Dataset, Lake, ds_str
@@ -61,19 +61,6 @@ def process_catalog(settings: Settings, ds: str | dt.date, *, spark=None, full_r
               "accepted": rows_in - sum(quarantined.values()), "quarantined": dict(sorted(quarantined.items())), "items": items}
     lake.write_json(lake.path(Dataset.REPORTS, ds, "process_catalog.json"), report)
     return report
-
-
-def quarantine_frame(bad, ds: str):
-    """Rejected lines as stored in quarantine: readable text, the exact bytes, reason and column."""
-    from pyspark.sql import functions as F
-
-    return bad.select(
-        F.expr("make_valid_utf8(line)").alias("line"),
-        F.col("line").cast("binary").alias("raw"),
-        F.split_part("violation", F.lit(":"), F.lit(1)).alias("reason"),
-        F.nullif(F.split_part("violation", F.lit(":"), F.lit(2)), F.lit("")).alias("column"),
-        F.lit(ds).alias("ds"),
-    )
 
 
 if __name__ == "__main__":

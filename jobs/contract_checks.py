@@ -98,3 +98,16 @@ def typed_select(contract: Contract) -> list[str]:
         elif col.type == "string_list":
             out.append(f"variant_get(v, '$.{col.name}', 'array<string>') AS {col.name}")
     return out
+
+
+def quarantine_frame(bad, ds: str):
+    """Rejected lines as stored in quarantine: readable text, the exact bytes, reason and column."""
+    from pyspark.sql import functions as F
+
+    return bad.select(
+        F.expr("make_valid_utf8(line)").alias("line"),
+        F.col("line").cast("binary").alias("raw"),
+        F.split_part("violation", F.lit(":"), F.lit(1)).alias("reason"),
+        F.nullif(F.split_part("violation", F.lit(":"), F.lit(2)), F.lit("")).alias("column"),
+        F.lit(ds).alias("ds"),
+    )

@@ -27,8 +27,7 @@ import datetime as dt
 import logging
 import time
 
-from jobs.catalog import quarantine_frame
-from jobs.contract_checks import fields_sql, typed_select, violation_sql
+from jobs.contract_checks import fields_sql, quarantine_frame, typed_select, violation_sql
 from jobs.spark import read_parquet, spark_session
 from reaflow.contracts import EVENTS, Reason
 from reaflow.errors import InputError, ReaflowError
