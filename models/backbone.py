@@ -188,24 +188,20 @@ class Backbone(nn.Module):
         """A state fed back as a token gets the same normalisation and dropout as an item input."""
         return self.input_dropout(self.input_norm(state))
 
-    def reason(self, tokens: torch.Tensor, cache: SequenceCache, positions: torch.Tensor,
+    def reason(self, tokens: torch.Tensor, cache: SequenceCache, seq_mask: torch.Tensor,
                past: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One reasoning step for ``tokens`` [B, S, d] sitting at sequence ``positions`` [S].
+        """One reasoning step for ``tokens`` [B, S, d]; ``seq_mask`` [B, 1, S, L] says which cached keys each slot sees.
 
         ``past[layer]`` is the chain's earlier keys/values; returns the output
         states [B, S, d] and this step's keys/values per layer (append them to
         ``past`` for the next step).
         """
-        length = cache.length
-        causal = torch.arange(length, device=tokens.device)[None, :] <= positions[:, None]  # [S, L]
-        seq_mask = (causal[None] & cache.key_mask)[:, None]  # [B, 1, S, L]
         new = []
         x = tokens
         for layer, block in enumerate(self.blocks):
             x, k, v = block.forward_reasoning(x, cache.keys[layer], cache.values[layer], seq_mask, past[layer] if past else [])
             new.append((k, v))
         return self.final_norm(x), new
-
 
     def chain(self, cache: SequenceCache, start: torch.Tensor, positions: torch.Tensor, step_embeddings: torch.Tensor,
               noise: float = 0.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -218,12 +214,15 @@ class Backbone(nn.Module):
         """
         slots = start.shape[1]
         where = positions.repeat(2) if noise else positions
+        # Slot s sees the cached keys up to its own position; the same for every step of the chain.
+        causal = torch.arange(cache.length, device=start.device)[None, :] <= where[:, None]  # [S, L]
+        seq_mask = (causal[None] & cache.key_mask)[:, None]  # [B, 1, S, L]
         states, twins, past, x = [], [], None, start
         for step in step_embeddings:
             fed = x + step
             if noise:
                 fed = torch.cat([fed, fed + noise * torch.randn_like(fed)], dim=1)
-            y, new = self.reason(self.reasoning_input(fed), cache, where, past)
+            y, new = self.reason(self.reasoning_input(fed), cache, seq_mask, past)
             past = append_step(past, new)
             x = y[:, :slots]
             states.append(x)

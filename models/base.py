@@ -84,7 +84,6 @@ class SequentialModel(nn.Module):
         logits = torch.cat([positive, negative], dim=-1) / temperature
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
-
     def log_distributions(self, states: list[torch.Tensor]) -> torch.Tensor:
         """Log item distributions [n, B, C] of several states, for the diversity regularisers.
 
