@@ -118,11 +118,13 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
 
 
-def reasoning_positions(length: int, chains: int, device) -> torch.Tensor:
-    """Sequence position of every reasoning slot when a chain runs at each position: [chains * length]."""
-    return torch.arange(length, device=device).repeat(chains)
+def reasoning_slots(base: torch.Tensor, chains: int, everywhere: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where chains run: at every position (training) or at the newest item only (inference).
 
-
-def last_positions(length: int, chains: int, device) -> torch.Tensor:
-    """Sequence position of every slot when each chain runs only at the newest item: [chains]."""
-    return torch.full((chains,), length - 1, device=device, dtype=torch.long)
+    Returns the anchor states [B, Q, d] (Q positions) and the sequence
+    position of every slot, chains stacked: [chains * Q].
+    """
+    length = base.shape[1]
+    if everywhere:
+        return base, torch.arange(length, device=base.device).repeat(chains)
+    return base[:, -1:], torch.full((chains,), length - 1, device=base.device, dtype=torch.long)

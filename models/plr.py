@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import Batch, SequentialModel, capped, info_nce, last_positions, reasoning_positions, targeted
+from models.base import Batch, SequentialModel, capped, info_nce, reasoning_slots, targeted
 from reaflow.settings import ModelSettings
 
 
@@ -49,14 +49,8 @@ class PLR(SequentialModel):
     def streams(self, base: torch.Tensor, cache, everywhere: bool) -> torch.Tensor:
         """Stream states [T, B, M, Q, d] for Q query positions (all positions, or the newest)."""
         m = self.cfg.plr_streams
-        if everywhere:
-            q = base.shape[1]
-            positions = reasoning_positions(q, m, base.device)
-            anchor = base
-        else:
-            q = 1
-            positions = last_positions(base.shape[1], m, base.device)
-            anchor = base[:, -1:]
+        anchor, positions = reasoning_slots(base, m, everywhere)
+        q = anchor.shape[1]
         start = (anchor[:, None] + self.triggers[None, :, None]).reshape(base.shape[0], m * q, -1)
         steps, _ = self.backbone.chain(cache, start, positions, self.steps)
         return torch.stack(steps).view(len(steps), base.shape[0], m, q, -1)

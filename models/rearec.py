@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import Batch, SequentialModel, capped, info_nce, last_positions, reasoning_positions, targeted
+from models.base import Batch, SequentialModel, capped, info_nce, reasoning_slots, targeted
 from reaflow.settings import ModelSettings
 
 
@@ -48,13 +48,7 @@ class ReaRec(SequentialModel):
     def states(self, batch: Batch, everywhere: bool, noise: float = 0.0):
         """Base state and K step states, at every position [B, L, d] or at the newest [B, 1, d]."""
         base, cache = self.encode(batch)
-        length = batch.items.shape[1]
-        if everywhere:
-            positions = reasoning_positions(length, 1, base.device)
-            start = base
-        else:
-            positions = last_positions(length, 1, base.device)
-            start = base[:, -1:]
+        start, positions = reasoning_slots(base, 1, everywhere)
         steps, twins = self.backbone.chain(cache, start, positions, self.steps, noise)
         return [start] + steps, twins
 
