@@ -30,14 +30,19 @@ def target_ranks(model: SequentialModel, data: EvalSet, *, batch_size: int = 512
         targets = torch.as_tensor(data.targets[rows], device=scores.device)
         target_scores = scores.gather(1, targets[:, None])
         kept[rows] = (scores > target_scores).sum(1).cpu().numpy()
-        for r, i in enumerate(rows):
-            scores[r, torch.as_tensor(data.histories[i], device=scores.device)] = float("-inf")
+        remove_seen(scores, [data.histories[i] for i in rows])
         target_scores = scores.gather(1, targets[:, None])
         # A removed target (seen before) ranks below everything.
         beaten = (scores > target_scores).sum(1)
         beaten = torch.where(torch.isinf(target_scores[:, 0]), torch.full_like(beaten, scores.shape[1]), beaten)
         removed[rows] = beaten.cpu().numpy()
     return kept, removed
+
+
+def remove_seen(scores: torch.Tensor, histories: list[np.ndarray]) -> None:
+    """Give every item of row r's history the score -inf, in place (it is never ranked again)."""
+    for r, history in enumerate(histories):
+        scores[r, torch.as_tensor(history, device=scores.device)] = float("-inf")
 
 
 def ranking_metrics(ranks: np.ndarray, cutoffs: list[int] | tuple[int, ...]) -> dict[str, float]:

@@ -42,21 +42,22 @@ def load_bundle(path: str | Path):
 def recommend(model, item_ids: list[str], histories: list[list], k: int, exclude_seen: bool = True) -> tuple[list, list, list]:
     """Top-k external ids and scores for each history; also the count of unknown ids per row."""
     from models.data import history_batches
+    from models.evaluate import remove_seen
 
     index = {item: i for i, item in enumerate(item_ids) if i > 0}
     encoded, unknown = [], []
     for history in histories:
-        known = [index[str(item)] for item in (history if history is not None else []) if str(item) in index]
+        history = history if history is not None else []
+        known = [index[str(item)] for item in history if str(item) in index]
         encoded.append(np.asarray(known, dtype=np.int64))
-        unknown.append(len(history if history is not None else []) - len(known))
+        unknown.append(len(history) - len(known))
     top_ids: list = [None] * len(histories)
     top_scores: list = [None] * len(histories)
     k = min(k, model.num_items)
     for rows, batch in history_batches(encoded, 256, model.cfg.max_len):
         scores = model.score(batch)
         if exclude_seen:
-            for r, i in enumerate(rows):
-                scores[r, torch.as_tensor(encoded[i])] = float("-inf")
+            remove_seen(scores, [encoded[i] for i in rows])
         values, indices = scores.topk(k, dim=1)
         for r, i in enumerate(rows):
             top_ids[i] = [item_ids[j] for j in indices[r].tolist()]
