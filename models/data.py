@@ -118,7 +118,7 @@ def load_benchmark(name_or_path: str, data_root: str | Path | None = None) -> Se
     if not path.is_file():
         raise DataError(f"training data {path} does not exist")
     raw = _read_movielens(path) if path.name.endswith(".data") else _read_s3rec(path)
-    # Dense indices in first-appearance order of sorted external ids: stable across runs.
+    # Dense indices in the natural order of the external ids (numbers numerically): stable across runs.
     externals = sorted({item for seq in raw for item in seq}, key=_natural)
     index = {item: i for i, item in enumerate(externals, start=1)}
     sequences = [np.fromiter((index[i] for i in seq), dtype=np.int64, count=len(seq)) for seq in raw]

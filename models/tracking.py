@@ -20,16 +20,15 @@ class Tracker:
         self.mlflow = mlflow
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         self.experiment_id = _experiment_id(mlflow, settings)
-        self.run_id: str | None = None
 
     def start(self, run_id: str | None, run_name: str) -> str:
         if self.mlflow.active_run():
             self.mlflow.end_run()
         run = self.mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, experiment_id=self.experiment_id)
-        self.run_id = run.info.run_id
-        return self.run_id
+        return run.info.run_id
 
-    def log_params(self, settings: Settings, model_name: str, data: SequenceData, model) -> None:
+    def log_params(self, model_name: str, data: SequenceData, model) -> None:
+        settings = self.settings
         params = {"model": model_name, **{f"model.{k}": v for k, v in settings.model.model_dump(mode="json").items()},
                   **{f"training.{k}": v for k, v in settings.training.model_dump(mode="json").items()},
                   "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

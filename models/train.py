@@ -84,7 +84,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
         tracker = Tracker(settings)
         state["run_id"] = tracker.start(state.get("run_id"), run_name=f"{model_name}-{data.name}")
         if state["epoch"] == 0:
-            tracker.log_params(settings, model_name, data, model)
+            tracker.log_params(model_name, data, model)
 
     selection = data.valid.sample(tcfg.valid_users, tcfg.seed) if tcfg.valid_users else data.valid
     try:
