@@ -3,8 +3,9 @@
 Per model: one full training epoch (sequences/s, seconds), inference latency
 at batch 1 (p50, p99 over ``--requests`` test histories: encode, reason,
 score every item, top-10) and throughput at batch 256 over all test users
-(best of 3 passes);
-the overhead of each reasoning model against SASRec at batch 256.
+(best of 3 passes), and the floating-point operations of that pass;
+the overhead of each reasoning model against SASRec at batch 256, in time
+and in FLOPs (the floor a CPU, which is compute-bound here, cannot beat).
 
     python bench/models_speed.py --data amazon-beauty --data-root ../shared/data --threads 1
 """
@@ -65,6 +66,18 @@ def throughput(model, histories, batch_size: int = 256, repeats: int = 3) -> flo
     return len(histories) / best
 
 
+@torch.no_grad()
+def gflops(model, histories, batch_size: int = 256) -> float:
+    """Floating-point operations of one scoring pass over all histories (matrix products and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        for _, batch in history_batches(histories, batch_size, model.cfg.max_len):
+            model.score(batch)
+    return counter.get_total_flops() / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="amazon-beauty")
@@ -93,21 +106,25 @@ def main() -> None:
         long_histories = [h for h in data.test.histories if len(h) >= args.long]
         row.update(p50_ms=statistics.median(times), p99_ms=float(np.percentile(times, 99)),
                    batch256_users_per_s=throughput(model, data.test.histories),
-                   batch256_long_users_per_s=throughput(model, long_histories))
+                   batch256_long_users_per_s=throughput(model, long_histories),
+                   batch256_gflop=gflops(model, data.test.histories))
         rows[name] = row
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     base = rows.get("sasrec")
     print(f"\n{args.data}, {args.loss} loss, {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
-    print(f"| model | train seq/s | s/epoch | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | users/s, histories >= {args.long} | overhead vs SASRec |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| model | train seq/s | s/epoch | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | GFLOP (batch 256, all users) | FLOP overhead | users/s, histories >= {args.long} | overhead vs SASRec |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def overhead(row, key):
         return f"{(base[key] / row[key] - 1) * 100:+.1f}%" if base else "n/a"
 
+    def flop_overhead(row):
+        return f"{(row['batch256_gflop'] / base['batch256_gflop'] - 1) * 100:+.1f}%" if base else "n/a"
+
     for name, row in rows.items():
         train_cells = f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f}" if "epoch_seconds" in row else "- | -"
         print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | "
-              f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
+              f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(row)} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
 
 
 if __name__ == "__main__":
