@@ -20,8 +20,17 @@ def train_candidate(settings: Settings, ds: str, model_name: str) -> dict:
     from reaflow.lake import Dataset, Lake
 
     data = load_lake_splits(settings, ds_str(ds), settings.training.protocol)
-    result = train(settings, model_name, data, run_dir(settings, ds, model_name), progress=False)
-    summary = {**result.summary(), "ds": ds_str(ds), "data": data.summary()}
+    knowledge, coverage = None, None
+    if settings.training.item_representation != "id":
+        import torch
+
+        from models.data import item_vectors
+
+        matrix, coverage = item_vectors(settings, data.item_ids, settings.training.item_representation)
+        knowledge = torch.from_numpy(matrix)
+    result = train(settings, model_name, data, run_dir(settings, ds, model_name), knowledge=knowledge, progress=False)
+    summary = {**result.summary(), "ds": ds_str(ds), "data": data.summary(),
+               "item_representation": settings.training.item_representation, "knowledge_coverage": coverage}
     lake = Lake.from_settings(settings)
     lake.write_json(lake.path(Dataset.REPORTS, ds, f"train_{model_name}.json"), {**summary, "valid": result.valid, "test": result.test})
     return summary

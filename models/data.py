@@ -191,6 +191,36 @@ def load_lake_splits(settings, ds: str, protocol: str) -> SequenceData:
     return SequenceData(f"lake:{ds}:{protocol}", num_items, train, evals["valid"], evals["test"], item_ids, {"ds": ds})
 
 
+def item_vectors(settings, item_ids: list[str], kind: str) -> tuple[np.ndarray, float]:
+    """Item vectors of ``kind`` (``enrich/item_embeddings/<kind>``, written by ``llm_enrich``) aligned with a model's items.
+
+    Row 0 (padding) and items without a vector are zeros; each item takes its
+    most recent vector (a changed item keeps its last one until it is encoded
+    again). Returns the matrix and the share of items that have one.
+    """
+    import pyarrow.parquet as pq
+
+    from reaflow.lake import Dataset, Lake
+
+    lake = Lake.from_settings(settings)
+    latest: dict[str, tuple[str, list[float]]] = {}
+    for part in lake.files(lake.path(Dataset.ITEM_EMBEDDINGS, None, kind), ".parquet"):
+        with lake.open(part) as fh:
+            table = pq.read_table(fh, columns=["item_id", "vector", "created_at"])
+        for item_id, vector, created in zip(*(table.column(c).to_pylist() for c in ("item_id", "vector", "created_at")), strict=True):
+            if item_id not in latest or created > latest[item_id][0]:
+                latest[item_id] = (created, vector)
+    if not latest:
+        raise DataError(f"no {kind} item embeddings in the lake; run enrich_items and embed_items first, or train with item_representation 'id'")
+    matrix = np.zeros((len(item_ids), len(next(iter(latest.values()))[1])), dtype=np.float32)
+    found = 0
+    for row, item_id in enumerate(item_ids):
+        if row and item_id in latest:
+            matrix[row] = latest[item_id][1]
+            found += 1
+    return matrix, found / max(len(item_ids) - 1, 1)
+
+
 def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, seed: int, epoch: int) -> list[Batch]:
     """One epoch of (input, next-item) batches; order depends only on (seed, epoch), so a resumed run replays it.
 

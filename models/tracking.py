@@ -19,7 +19,7 @@ class Tracker:
         self.settings = settings
         self.mlflow = mlflow
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        self.experiment_id = _experiment_id(mlflow, settings)
+        self.experiment_id = experiment_id(mlflow, settings)
 
     def start(self, run_id: str | None, run_name: str) -> str:
         if self.mlflow.active_run():
@@ -79,11 +79,11 @@ def stream_spread(model, data: SequenceData, users: int = 1024) -> dict[str, flo
     return {f"stream_spread_step_{t + 1}": sum(n * spread[t] for n, spread in rows) / total for t in range(steps)}
 
 
-def _experiment_id(mlflow, settings: Settings) -> str:
-    """The configured experiment, created with its artifacts under ``mlflow_artifact_root`` (never the working folder)."""
+def experiment_id(mlflow, settings: Settings, suffix: str = "") -> str:
+    """The configured experiment (or ``<experiment>-<suffix>`` for another stage), with artifacts under ``mlflow_artifact_root``."""
     from mlflow.exceptions import MlflowException
 
-    name = settings.mlflow.experiment
+    name = settings.mlflow.experiment + (f"-{suffix}" if suffix else "")
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -134,7 +134,7 @@ def log_sweep(settings: Settings, rows: list[dict], x: str, metric: str, name: s
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    with mlflow.start_run(run_name=name, experiment_id=_experiment_id(mlflow, settings)) as run:
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id(mlflow, settings)) as run:
         mlflow.log_figure(sweep_plot(rows, x, metric, name), f"plots/{name}.png")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.json"
