@@ -17,6 +17,8 @@ from reaflow.settings import MODEL_NAMES
 
 LAKE_CURATED_EVENTS = Asset("reaflow://lake/curated/events")
 LAKE_SEQUENCES = Asset("reaflow://lake/curated/sequences")
+LAKE_ITEM_KNOWLEDGE = Asset("reaflow://lake/enrich/item_knowledge")
+LAKE_ITEM_EMBEDDINGS = Asset("reaflow://lake/enrich/item_embeddings")
 
 
 def _settings():
@@ -65,6 +67,20 @@ def daily_retraining():
 
         return run(_settings(), ds)
 
+    @task(outlets=[LAKE_ITEM_KNOWLEDGE])
+    def enrich_items(ds: str | None = None) -> dict:
+        """LLM knowledge for new and changed catalog items, most popular first, under the run's budget (cached)."""
+        from llm_enrich.enrich import enrich_items as run
+
+        return run(_settings(), ds)
+
+    @task(outlets=[LAKE_ITEM_EMBEDDINGS])
+    def embed_items(ds: str | None = None) -> dict:
+        """Sentence embeddings of the knowledge records and of the raw metadata (cached)."""
+        from llm_enrich.embeddings import embed_items as run
+
+        return run(_settings(), ds)
+
     def train_task(model_name: str):
         @task(task_id=f"train_{model_name.replace('-', '_')}")
         def train(ds: str | None = None) -> dict:
@@ -81,7 +97,8 @@ def daily_retraining():
         return train()
 
     sequences = ingest() >> process_catalog() >> process_events() >> build_sequences()
-    sequences >> [train_task(name) for name in MODEL_NAMES]
+    knowledge = sequences >> enrich_items() >> embed_items()  # after the sequences: popularity orders the budget
+    knowledge >> [train_task(name) for name in MODEL_NAMES]
 
 
 daily_retraining()

@@ -168,6 +168,29 @@ def train(
     _print(result.summary())
 
 
+@app.command()
+@_one_line_errors
+def enrich(
+    ds: Annotated[str, typer.Option("--ds", help="Logical date of the lake's curated catalog, YYYY-MM-DD.")],
+    max_items: Annotated[Optional[int], typer.Option("--max-items", help="Most new or changed items this run (enrich.max_items; 0: all).")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", help="Time budget (enrich.max_seconds; 0: none).")] = None,
+    judge: Annotated[Optional[bool], typer.Option("--judge/--no-judge", help="Let the judge agent check each record (enrich.judge).")] = None,
+    embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Then encode records and metadata with the sentence model.")] = True,
+    config: ConfigOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """LLM knowledge for the catalog's new and changed items (cached; most popular first); prints the run summary."""
+    from llm_enrich.embeddings import embed_items
+    from llm_enrich.enrich import enrich_items
+
+    given = {"max_items": max_items, "max_seconds": max_seconds, "judge": judge}
+    settings = _settings(config, lake, enrich={k: v for k, v in given.items() if v is not None})
+    summary = {"enrich": enrich_items(settings, ds, progress=True)}
+    if embed:
+        summary["embed"] = embed_items(settings, ds)
+    _print(summary)
+
+
 @app.command("settings")
 @_one_line_errors
 def show_settings(config: ConfigOpt = None, lake: LakeOpt = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from reaflow.lake import Dataset, Lake
 
 
-def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
+def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     config = tmp_path / "reaflow.yaml"
     config.write_text(
         f"lake_root: {tmp_path / 'lake'}\n"
@@ -19,7 +19,9 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
         "spark:\n  master: local[2]\n  shuffle_partitions: 4\n"
         "simulator:\n  days: 2\n  events: 6000\n  users: 400\n  items: 300\n"
         "model:\n  hidden_size: 16\n  inner_size: 32\n  layers: 1\n"
-        "training:\n  max_epochs: 2\n  batch_size: 128\n"
+        "training:\n  max_epochs: 2\n  batch_size: 128\n  item_representation: metadata\n"
+        f"llm:\n  model_path: {llm_folder}\n"
+        "enrich:\n  max_items: 2\n  max_seconds: 0\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REAFLOW_", "AIRFLOW"))}
     command = [sys.executable, "-m", "reaflow.cli", "run", "--config", str(config)]
@@ -39,6 +41,12 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
                for name in ("sasrec", "rearec-erl", "rearec-prl", "plr")}
     for name, summary in trained.items():
         assert summary["epochs"] == 2 and 0 <= summary["test_ndcg_10"] <= 1, name
+        assert summary["item_representation"] == "metadata" and summary["knowledge_coverage"] > 0.9, name
+    enriched = {ds: lake.read_json(lake.path(Dataset.REPORTS, ds, "enrich_items.json")) for ds in ("2024-01-01", "2024-01-02")}
+    for ds, report in enriched.items():
+        assert report["processed"] == 2 and report["deferred"] == report["pending"] - 2, ds
+        assert sum(report[s] for s in ("accepted", "revised", "rejected", "quarantined")) == 2, ds
+    assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "embed_items.json"))["metadata"]["items"] > 0
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
@@ -50,6 +58,9 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "process_events.json")) == report
+    # Enrichment of the rerun: the two items done before are cached, two more are taken under the budget.
+    rerun = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "enrich_items.json"))
+    assert rerun["cached_before"] >= 4 and rerun["processed"] == 2
     # Training resumed from its finished checkpoints: same metrics, same MLflow runs.
     again = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "train_plr.json"))
     assert again["test_ndcg_10"] == trained["plr"]["test_ndcg_10"] and again["run_id"] == trained["plr"]["run_id"]
