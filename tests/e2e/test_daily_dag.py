@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reaflow.lake import Dataset, Lake
 
 
+@pytest.mark.timeout(2400)  # two whole runs of two days, each with Spark, LLM enrichment and four trainings
 def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     config = tmp_path / "reaflow.yaml"
     config.write_text(
@@ -21,11 +24,11 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
         "model:\n  hidden_size: 16\n  inner_size: 32\n  layers: 1\n"
         "training:\n  max_epochs: 2\n  batch_size: 128\n  item_representation: metadata\n"
         f"llm:\n  model_path: {llm_folder}\n"
-        "enrich:\n  max_items: 2\n  max_seconds: 0\n"
+        "enrich:\n  max_items: 2\n  max_seconds: 0\n  judge: false\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REAFLOW_", "AIRFLOW"))}
     command = [sys.executable, "-m", "reaflow.cli", "run", "--config", str(config)]
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]
     runs = json.loads(first.stdout[first.stdout.index("[\n"):])
     assert [r["ds"] for r in runs] == ["2024-01-01", "2024-01-02"]
@@ -45,7 +48,7 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     enriched = {ds: lake.read_json(lake.path(Dataset.REPORTS, ds, "enrich_items.json")) for ds in ("2024-01-01", "2024-01-02")}
     for ds, report in enriched.items():
         assert report["processed"] == 2 and report["deferred"] == report["pending"] - 2, ds
-        assert sum(report[s] for s in ("accepted", "revised", "rejected", "quarantined")) == 2, ds
+        assert report["accepted"] + report["quarantined"] == 2, ds
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "embed_items.json"))["metadata"]["items"] > 0
     import mlflow
 
@@ -55,7 +58,7 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     assert {r.info.run_id for r in runs} >= {s["run_id"] for s in trained.values()}
 
     # Safe to run again: same reports.
-    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     assert second.returncode == 0, second.stderr[-3000:]
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "process_events.json")) == report
     # Enrichment of the rerun: the two items done before are cached, two more are taken under the budget.
