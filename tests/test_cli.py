@@ -72,7 +72,8 @@ def test_run_uses_the_configured_source(tmp_path):
 def test_settings_hide_the_api_key(tmp_path):
     import os
 
-    env = {**os.environ, "REAFLOW_LLM__BACKEND": "openai", "REAFLOW_LLM__BASE_URL": "http://127.0.0.1:9/v1", "REAFLOW_LLM__API_KEY": "sk-secret"}
+    env = {**os.environ, "REAFLOW_LLM__BACKEND": "openai", "REAFLOW_LLM__BASE_URL": "http://127.0.0.1:9/v1",
+           "REAFLOW_LLM__MODEL": "m", "REAFLOW_LLM__API_KEY": "sk-secret"}
     result = reaflow("settings", env=env)
     assert result.returncode == 0, result.stderr
     assert "sk-secret" not in result.stdout and json.loads(result.stdout)["llm"]["api_key"] == "***"
