@@ -46,9 +46,9 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
         assert summary["epochs"] == 2 and 0 <= summary["test_ndcg_10"] <= 1, name
         assert summary["item_representation"] == "metadata" and summary["knowledge_coverage"] > 0.9, name
     enriched = {ds: lake.read_json(lake.path(Dataset.REPORTS, ds, "enrich_items.json")) for ds in ("2024-01-01", "2024-01-02")}
-    for ds, report in enriched.items():
-        assert report["processed"] == 2 and report["deferred"] == report["pending"] - 2, ds
-        assert report["accepted"] + report["quarantined"] == 2, ds
+    for ds, day in enriched.items():
+        assert day["processed"] == 2 and day["deferred"] == day["pending"] - 2, ds
+        assert day["accepted"] + day["quarantined"] == 2, ds
     assert lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "embed_items.json"))["metadata"]["items"] > 0
     import mlflow
 
