@@ -56,6 +56,7 @@ def openai_server(llm_folder, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_chat_completion_round_trip(openai_server):
     base_url, model = openai_server
     backend = OpenAIBackend(base_url, model, timeout_s=300)
@@ -67,6 +68,7 @@ def test_chat_completion_round_trip(openai_server):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_enrichment_through_the_endpoint_stores_a_record_or_a_reason(openai_server, make_settings):
     base_url, model = openai_server
     settings = make_settings(llm={"backend": "openai", "base_url": base_url, "model": model, "timeout_s": 300},

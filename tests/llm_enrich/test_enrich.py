@@ -82,6 +82,7 @@ def _real_items(shared_data) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_real_items_get_schema_valid_records(make_settings, llm_folder, local_backend, shared_data):
     items = _real_items(shared_data)
     settings = _settings(make_settings, llm_folder)
@@ -100,6 +101,7 @@ def test_real_items_get_schema_valid_records(make_settings, llm_folder, local_ba
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_hostile_metadata_changes_neither_the_format_nor_other_items(make_settings, llm_folder, tmp_path):
     from llm_enrich.backends import LocalBackend
 
@@ -125,6 +127,7 @@ def test_hostile_metadata_changes_neither_the_format_nor_other_items(make_settin
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_rerun_makes_no_llm_call_and_a_crash_resumes(make_settings, llm_folder, local_backend, counting):
     items = [PLAIN, {**PLAIN, "item_id": "p2", "title": "Bamboo cutting board"}, {**PLAIN, "item_id": "p3", "title": "Paring knife"}]
     settings = _settings(make_settings, llm_folder, batch_size=1)  # one item per stored chunk
@@ -149,6 +152,7 @@ def test_rerun_makes_no_llm_call_and_a_crash_resumes(make_settings, llm_folder, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_budget_takes_the_most_popular_and_reports_coverage(make_settings, llm_folder, local_backend, counting):
     items = [PLAIN, {**PLAIN, "item_id": "p2", "title": "Bamboo cutting board"}, {"item_id": "x", "title": None}]
     settings = _settings(make_settings, llm_folder, enrich={"max_items": 1})
@@ -160,6 +164,7 @@ def test_budget_takes_the_most_popular_and_reports_coverage(make_settings, llm_f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_judge_route_is_recorded(make_settings, llm_folder, local_backend):
     settings = _settings(make_settings, llm_folder, enrich={"judge": True})
     summary = enrich_catalog(settings, [PLAIN], {}, DS, backend=local_backend)
