@@ -120,8 +120,9 @@ def enrich_catalog(settings: Settings, items: list[dict], popularity: dict[str, 
         bar.close()
 
     current = {item_id: chash for item_id, (_, chash, _, _) in prepared.items()}
-    usable = store.latest_records(current)
-    quarantined = _write_quarantine(lake, store, ds)
+    stored = store.outcomes()  # read once more: this run's chunks are in it now
+    usable = store.latest_records(current, stored)
+    quarantined = _write_quarantine(lake, stored, ds)
     summary = {
         "ds": ds, "model_id": model_id, "prompt_version": version,
         "catalog_items": len(items), "items_without_text": no_text, "items_with_text": len(prepared),
@@ -170,11 +171,11 @@ def _row(outcome: ItemOutcome, prepared: tuple, version: str, model_id: str, ds:
             "metadata": metadata, "ds": ds, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
-def _write_quarantine(lake: Lake, store: KnowledgeStore, ds: str) -> int:
+def _write_quarantine(lake: Lake, outcomes: dict[str, dict], ds: str) -> int:
     """The day's items without a usable record (rejected or quarantined), each with its reason."""
     import json
 
-    rows = [r for r in store.outcomes().values() if r["ds"] == ds and r["record"] is None]
+    rows = [r for r in outcomes.values() if r["ds"] == ds and r["record"] is None]
     rows.sort(key=lambda r: r["item_id"])
     with lake.atomic_dir(lake.path(Dataset.QUARANTINE_KNOWLEDGE, ds)) as staging:
         (staging / "items.jsonl").write_text(

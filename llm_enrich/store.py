@@ -52,14 +52,15 @@ class KnowledgeStore:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
         return location
 
-    def latest_records(self, item_ids: dict[str, str] | None = None) -> dict[str, dict]:
+    def latest_records(self, item_ids: dict[str, str] | None = None, outcomes: dict[str, dict] | None = None) -> dict[str, dict]:
         """Per item, the usable record (accepted or revised) of its current content hash.
 
         ``item_ids`` maps item id -> current content hash; None takes each
-        item's most recent usable record whatever its hash.
+        item's most recent usable record whatever its hash. ``outcomes``: the
+        store as already read by the caller (None reads it).
         """
         best: dict[str, dict] = {}
-        for row in self.outcomes().values():
+        for row in (self.outcomes() if outcomes is None else outcomes).values():
             if row["record"] is None:
                 continue
             if item_ids is not None and item_ids.get(row["item_id"]) != row["content_hash"]:
