@@ -6,6 +6,8 @@ score every item, top-10) and throughput at batch 256 over all test users
 (best of 3 passes), and the floating-point operations of that pass;
 the overhead of each reasoning model against SASRec at batch 256, in time
 and in FLOPs (the floor a CPU, which is compute-bound here, cannot beat).
+On a GPU (``--device cuda``) every timer waits for the device, and
+``--big-batch`` adds throughput at a batch large enough to fill it.
 
     python bench/models_speed.py --data amazon-beauty --data-root ../shared/data --threads 1
 """
@@ -26,18 +28,31 @@ from models.data import history_batches, load_benchmark, train_batches
 from reaflow.settings import ModelSettings
 
 
+DEVICE = torch.device("cpu")
+
+
+def clock() -> float:
+    """Wall time once the device has finished what was queued (GPU kernels run asynchronously)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    return time.perf_counter()
+
+
 def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     model.epoch = 10  # past every warm-up: all loss terms on
     batches = train_batches(data.train, batch_size, model.cfg.max_len, seed=0, epoch=0)
-    started = time.perf_counter()
+    for batch in batches[:3]:  # warm-up (allocator, kernels) outside the timer
+        model.loss(batch.to(DEVICE))[0].backward()
+    optimizer.zero_grad(set_to_none=True)
+    started = clock()
     for batch in batches:
-        loss, _ = model.loss(batch)
+        loss, _ = model.loss(batch.to(DEVICE))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return time.perf_counter() - started, sum(b.items.shape[0] for b in batches)
+    return clock() - started, sum(b.items.shape[0] for b in batches)
 
 
 @torch.no_grad()
@@ -46,9 +61,9 @@ def latency_ms(model, histories, requests: int) -> list[float]:
     times = []
     for history in histories[:requests]:
         batch = Batch(torch.as_tensor(history[-model.cfg.max_len:])[None])
-        started = time.perf_counter()
-        model.score(batch).topk(10)
-        times.append((time.perf_counter() - started) * 1000)
+        started = clock()
+        model.score(batch.to(DEVICE)).topk(10)
+        times.append((clock() - started) * 1000)
     return times
 
 
@@ -56,13 +71,13 @@ def latency_ms(model, histories, requests: int) -> list[float]:
 def throughput(model, histories, batch_size: int = 256, repeats: int = 3) -> float:
     """Users scored per second over all histories; the best of ``repeats`` passes (the least disturbed)."""
     model.eval()
-    batches = history_batches(histories, batch_size, model.cfg.max_len)
+    batches = [batch.to(DEVICE) for _, batch in history_batches(histories, batch_size, model.cfg.max_len)]
     best = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
-        for _, batch in batches:
+        started = clock()
+        for batch in batches:
             model.score(batch).topk(10)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, clock() - started)
     return len(histories) / best
 
 
@@ -74,7 +89,7 @@ def gflops(model, histories, batch_size: int = 256) -> float:
     model.eval()
     with FlopCounterMode(display=False) as counter:
         for _, batch in history_batches(histories, batch_size, model.cfg.max_len):
-            model.score(batch)
+            model.score(batch.to(DEVICE))
     return counter.get_total_flops() / 1e9
 
 
@@ -88,7 +103,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--long", type=int, default=20, help="Also measure throughput on histories of at least this many items.")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--big-batch", type=int, default=0, help="Also measure throughput at this batch size (0: no).")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     data = load_benchmark(args.data, args.data_root)
     rng = np.random.default_rng(0)
@@ -96,7 +115,7 @@ def main() -> None:
     rows = {}
     for name in args.models:
         torch.manual_seed(0)
-        model = build_model(name, ModelSettings(loss=args.loss), data.num_items)
+        model = build_model(name, ModelSettings(loss=args.loss), data.num_items).to(DEVICE)
         row = {}
         if not args.skip_training:
             seconds, sequences = train_epoch_seconds(model, data, 256)
@@ -108,10 +127,13 @@ def main() -> None:
                    batch256_users_per_s=throughput(model, data.test.histories),
                    batch256_long_users_per_s=throughput(model, long_histories),
                    batch256_gflop=gflops(model, data.test.histories))
+        if args.big_batch:
+            row["big_batch_users_per_s"] = throughput(model, data.test.histories, args.big_batch)
         rows[name] = row
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     base = rows.get("sasrec")
-    print(f"\n{args.data}, {args.loss} loss, {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else platform.processor() or platform.machine()
+    print(f"\n{args.data}, {args.loss} loss, {args.threads} thread(s), torch {torch.__version__}, {where}")
     print(f"| model | train seq/s | s/epoch | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | GFLOP (batch 256, all users) | FLOP overhead | users/s, histories >= {args.long} | overhead vs SASRec |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -125,6 +147,10 @@ def main() -> None:
         train_cells = f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f}" if "epoch_seconds" in row else "- | -"
         print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | "
               f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(row)} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
+    if args.big_batch:
+        print(f"\n| model | users/s (batch {args.big_batch}) | overhead vs SASRec |\n|---|---|---|")
+        for name, row in rows.items():
+            print(f"| {name} | {row['big_batch_users_per_s']:.0f} | {overhead(row, 'big_batch_users_per_s')} |")
 
 
 if __name__ == "__main__":
