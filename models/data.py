@@ -101,11 +101,54 @@ def leave_one_out(name: str, sequences: list[np.ndarray], num_items: int, item_i
                         EvalSet(test_h, np.asarray(test_t, dtype=np.int64)), item_ids)
 
 
-def load_benchmark(name_or_path: str, data_root: str | Path | None = None) -> SequenceData:
+def time_split(name: str, timed: list[list[tuple[int, str]]], holdout: float = 0.1) -> SequenceData:
+    """Global temporal split, as the pipeline's ``time`` protocol: no training interaction is later than any evaluated one.
+
+    The last ``holdout`` share of all interactions (by time) is the test
+    period, the share before it validation. Training holds every interaction
+    before the validation period; a user active in a period is evaluated on
+    the first item of that period, after everything they did before it (the
+    validation period's items are history for the test, never training).
+    Items are indexed over the whole log, so an item first seen in the test
+    period is a cold target the model can still rank.
+    """
+    if not 0 < holdout < 0.5:
+        raise DataError(f"holdout {holdout} must be in (0, 0.5): it is the share of interactions in each of validation and test")
+    stamps = np.sort(np.fromiter((ts for seq in timed for ts, _ in seq), dtype=np.int64))
+    if len(stamps) < 10:
+        raise DataError(f"{name}: {len(stamps)} interactions are too few for a time split")
+    valid_start, test_start = (int(stamps[int(len(stamps) * (1 - share))]) for share in (2 * holdout, holdout))
+    externals = sorted({item for seq in timed for _, item in seq}, key=_natural)
+    index = {item: i for i, item in enumerate(externals, start=1)}
+    train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
+    for seq in timed:
+        before_valid = [index[i] for ts, i in seq if ts < valid_start]
+        if not before_valid:
+            continue
+        in_valid = [index[i] for ts, i in seq if valid_start <= ts < test_start]
+        before_test = [index[i] for ts, i in seq if ts < test_start]
+        in_test = [index[i] for ts, i in seq if ts >= test_start]
+        train.append(np.asarray(before_valid, dtype=np.int64))
+        if in_valid:
+            valid_h.append(train[-1])
+            valid_t.append(in_valid[0])
+        if in_test:
+            test_h.append(np.asarray(before_test, dtype=np.int64))
+            test_t.append(in_test[0])
+    return SequenceData(name, len(externals), [s for s in train if len(s) >= 2],
+                        EvalSet(valid_h, np.asarray(valid_t, dtype=np.int64)),
+                        EvalSet(test_h, np.asarray(test_t, dtype=np.int64)), [""] + externals,
+                        {"protocol": "time", "valid_start": valid_start, "test_start": test_start})
+
+
+def load_benchmark(name_or_path: str, data_root: str | Path | None = None, protocol: str = "loo",
+                   holdout: float = 0.1) -> SequenceData:
     """A named benchmark (``amazon-beauty``, ``amazon-sports``, ``ml-100k``) under ``data_root``, or a file path.
 
     Files: S3-Rec sequence text (``user item item ...`` per line) or
     MovieLens ``u.data`` (user, item, rating, time; tab separated).
+    ``protocol``: ``loo`` (leave-one-out, as published numbers) or ``time``
+    (``time_split``; needs timestamps, so MovieLens only).
     """
     if name_or_path in BENCHMARKS:
         if data_root is None:
@@ -117,7 +160,14 @@ def load_benchmark(name_or_path: str, data_root: str | Path | None = None) -> Se
         name = path.stem
     if not path.is_file():
         raise DataError(f"training data {path} does not exist")
-    raw = _read_movielens(path) if path.name.endswith(".data") else _read_s3rec(path)
+    if protocol not in ("loo", "time"):
+        raise DataError(f"protocol {protocol!r} is not one of loo, time")
+    if protocol == "time":
+        if not path.name.endswith(".data"):
+            raise DataError(f"{path} holds no timestamps (S3-Rec order only): use protocol 'loo'")
+        return time_split(name, _read_movielens(path), holdout)
+    raw = ([[item for _, item in seq] for seq in _read_movielens(path)] if path.name.endswith(".data")
+           else _read_s3rec(path))
     # Dense indices in the natural order of the external ids (numbers numerically): stable across runs.
     externals = sorted({item for seq in raw for item in seq}, key=_natural)
     index = {item: i for i, item in enumerate(externals, start=1)}
@@ -143,7 +193,8 @@ def _read_s3rec(path: Path) -> list[list[str]]:
     return sequences
 
 
-def _read_movielens(path: Path) -> list[list[str]]:
+def _read_movielens(path: Path) -> list[list[tuple[int, str]]]:
+    """Per user, (time, item) in time order."""
     rows, bad = {}, 0
     with path.open(encoding="latin-1") as handle:
         for line in handle:
@@ -154,7 +205,7 @@ def _read_movielens(path: Path) -> list[list[str]]:
             rows.setdefault(parts[0], []).append((int(parts[3]), parts[1]))
     if not rows:
         raise DataError(f"{path} holds no ratings (expected user<TAB>item<TAB>rating<TAB>time; {bad} unusable lines)")
-    return [[item for _, item in sorted(events, key=lambda e: (e[0], _natural(e[1])))] for _, events in sorted(rows.items())]
+    return [sorted(events, key=lambda e: (e[0], _natural(e[1]))) for _, events in sorted(rows.items())]
 
 
 def load_lake_splits(settings, ds: str, protocol: str) -> SequenceData:

@@ -58,8 +58,10 @@ def ranking_metrics(ranks: np.ndarray, cutoffs: list[int] | tuple[int, ...]) -> 
 
 
 def evaluate(model: SequentialModel, data: EvalSet, cutoffs, *, item_counts: np.ndarray | None = None,
-             head_share: float = 0.2, batch_size: int = 512, device: str = "cpu", breakdowns: bool = False) -> dict[str, float]:
-    """Flat metrics: ``ndcg_10``, ``ndcg_10_seen_removed``; with ``breakdowns`` also by history length and head/tail target."""
+             head_share: float = 0.2, rare_below: int = 5, batch_size: int = 512, device: str = "cpu",
+             breakdowns: bool = False) -> dict[str, float]:
+    """Flat metrics: ``ndcg_10``, ``ndcg_10_seen_removed``; with ``breakdowns`` also by history length and by target
+    popularity: head/tail (share of the catalogue) and rare (fewer than ``rare_below`` training interactions)."""
     kept, removed = target_ranks(model, data, batch_size=batch_size, device=device)
     out = ranking_metrics(kept, cutoffs)
     out.update({f"{name}_seen_removed": value for name, value in ranking_metrics(removed, cutoffs).items()})
@@ -76,7 +78,8 @@ def evaluate(model: SequentialModel, data: EvalSet, cutoffs, *, item_counts: np.
     if item_counts is not None:
         tail = long_tail_items(item_counts, head_share)
         is_tail = tail[data.targets]
-        for label, chosen in (("tail", is_tail), ("head", ~is_tail)):
+        is_rare = item_counts[data.targets] < rare_below
+        for label, chosen in (("tail", is_tail), ("head", ~is_tail), ("rare", is_rare)):
             out[f"{label}_users"] = int(chosen.sum())
             if chosen.any():
                 out.update({f"{label}_{name}": value for name, value in ranking_metrics(kept[chosen], cutoffs).items()})

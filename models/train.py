@@ -113,7 +113,8 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
         model.load_state_dict(state["best_state"])
     counts = data.item_counts()
     valid = evaluate(model, data.valid, tcfg.cutoffs, device=str(device))
-    test = evaluate(model, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share, device=str(device), breakdowns=True)
+    test = evaluate(model, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share,
+                    rare_below=tcfg.rare_below, device=str(device), breakdowns=True)
     result = TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], valid, test,
                          state["seconds"], state.get("run_id"), state["history"])
     (run_dir / "result.json").write_text(json.dumps({**result.summary(), "valid": valid, "test": test}, indent=2))

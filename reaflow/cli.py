@@ -157,8 +157,9 @@ def train(
     if model not in MODEL_NAMES:
         raise ReaflowError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
     if data:
-        dataset = load_benchmark(data, data_root)
-        folder = run_dir or settings.state_dir / "training" / "benchmarks" / dataset.name / f"{model}-seed{settings.training.seed}"
+        dataset = load_benchmark(data, data_root, settings.training.protocol)
+        folder = run_dir or (settings.state_dir / "training" / "benchmarks" / f"{dataset.name}-{settings.training.protocol}"
+                             / f"{model}-seed{settings.training.seed}")
     elif ds:
         dataset = load_lake_splits(settings, ds_str(ds), settings.training.protocol)
         folder = run_dir or default_run_dir(settings, ds, model)

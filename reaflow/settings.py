@@ -107,6 +107,10 @@ class LLMSettings(_Section):
     batch_size: int = Field(8, ge=1)
     #: ``local``: torch intra-op threads (0: torch's default).
     threads: int = Field(0, ge=0)
+    #: ``local``: ``int8`` quantizes the linear layers' weights after loading (dynamic quantization: about twice the
+    #: tokens per second on a CPU, where decoding is bound by reading the weights); ``none`` keeps float32.
+    #: Part of the model id, so records of one never pass for the other.
+    quantize: Literal["none", "int8"] = "int8"
 
 
 class EnrichSettings(_Section):
@@ -304,6 +308,8 @@ class TrainingSettings(_Section):
     cutoffs: list[int] = [5, 10, 20]
     #: Items in the most popular ``head_share`` of the catalogue are "head"; the rest are the long tail.
     head_share: float = Field(0.2, gt=0, lt=1)
+    #: Targets with fewer training interactions than this are also reported as "rare" (cold items included).
+    rare_below: int = Field(5, ge=1)
     #: Top-k returned by the logged MLflow model.
     serve_top_k: int = Field(10, ge=1)
 

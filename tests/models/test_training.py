@@ -84,6 +84,18 @@ def test_full_ranking_with_and_without_seen_items():
     assert metrics["hr_2"] == pytest.approx(1 / 3) and metrics["hr_2_seen_removed"] == pytest.approx(2 / 3)
 
 
+def test_rare_targets_are_those_with_few_training_interactions():
+    table = [[0, 0, 0, 0, 0], [0, 1, 2, 3, 4], [0, 4, 3, 2, 1]]
+    data = EvalSet([np.array([1]), np.array([3, 2]), np.array([2, 1])], np.array([3, 4, 1]))
+    model = FixedScores(table + [[0, 1, 1, 1, 1]])
+    counts = np.array([0, 9, 9, 4, 0])  # item 3 seen 4 times, item 4 never: both rare below 5; item 1 is not
+    metrics = evaluate(model, data, [1, 2], item_counts=counts, rare_below=5, breakdowns=True)
+    # ranks kept: user 0 (target 3) rank 1, user 1 (target 4) rank 3 -> of the two rare targets one hits @2
+    assert metrics["rare_users"] == 2 and metrics["rare_hr_2"] == pytest.approx(0.5)
+    assert metrics["rare_ndcg_2"] == pytest.approx(0.5 / np.log2(3))
+    assert evaluate(model, data, [1, 2], item_counts=counts, rare_below=1, breakdowns=True)["rare_users"] == 1
+
+
 def test_long_tail_is_everything_outside_the_popular_head():
     counts = np.array([0, 50, 1, 30, 2, 3, 1, 1, 1, 1, 1])
     tail = long_tail_items(counts, 0.2)
@@ -99,6 +111,26 @@ def test_leave_one_out_split_and_batches():
     assert sum(int((b.targets > 0).sum()) for b in batches) == 3  # 1->2, 2->3, 6->7
     again = train_batches(data.train, 8, 50, seed=0, epoch=0)
     assert all(torch.equal(a.items, b.items) for a, b in zip(batches, again, strict=True))
+
+
+def test_time_split_never_trains_on_the_evaluated_periods(tmp_path):
+    # 20 ratings at times 1..20; holdout 0.1 -> validation from t=17, test from t=19.
+    rows = [("u1", "a", t) for t in (1, 3, 5)] + [("u1", "b", 17), ("u1", "c", 19), ("u1", "d", 20)]
+    rows += [("u2", "b", t) for t in (2, 4)] + [("u2", "e", 18)]
+    rows += [("u3", "a", t) for t in (6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)]
+    (tmp_path / "u.data").write_text("".join(f"{u}\t{i}\t5\t{t}\n" for u, i, t in rows))
+    data = load_benchmark(str(tmp_path / "u.data"), protocol="time")
+    idx = {item: n for n, item in enumerate(data.item_ids)}
+    assert data.meta["valid_start"] == 17 and data.meta["test_start"] == 19
+    assert max(len(s) for s in data.train) == 11 and all(set(s.tolist()) <= {idx["a"], idx["b"]} for s in data.train)
+    # u1 and u2 are validated on the first item of the validation period, after their training items only
+    assert sorted(data.valid.targets.tolist()) == [idx["b"], idx["e"]]
+    # u1 alone is tested: on c (the first test item), after everything before t=19 (the validation item b included)
+    assert data.test.targets.tolist() == [idx["c"]] and data.test.histories[0].tolist() == [idx["a"]] * 3 + [idx["b"]]
+    assert data.item_counts()[idx["e"]] == 0  # e first appears in validation: a cold item
+    with pytest.raises(DataError, match="no timestamps"):
+        (tmp_path / "seq.txt").write_text("u1 a b c\n")
+        load_benchmark(str(tmp_path / "seq.txt"), protocol="time")
 
 
 def test_bad_training_data_gives_clear_errors(tmp_path):
@@ -141,7 +173,7 @@ def test_training_learns_and_reports(tiny_file, tiny_settings, tmp_path):
     popularity = data.item_counts()
     random_ndcg = ranking_metrics(np.arange(data.num_items), [10])["ndcg_10"]
     assert result.test["ndcg_10"] > random_ndcg
-    assert {"tail_users", "head_users", "len_1_4_users"} <= set(result.test)
+    assert {"tail_users", "head_users", "rare_users", "len_1_4_users"} <= set(result.test)
     assert popularity.sum() == sum(len(s) for s in data.train)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["test"]["ndcg_10"] == pytest.approx(result.test["ndcg_10"])
