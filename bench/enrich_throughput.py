@@ -1,11 +1,11 @@
-"""Item enrichment throughput of the bundled LLM: one request at a time against batched, and a fully cached rerun.
+"""Item enrichment throughput of the bundled LLM: one request at a time against batched, float32 against int8, and a fully cached rerun.
 
-Each configuration enriches the same real items (ml-100k titles and genres)
-into its own fresh lake with the analyst only (``--judge`` adds the judge), so
-the rows compare the same work; then the batched configuration runs again on
-its lake, where every item is cached.
+Each configuration (weights x batch size) enriches the same real items
+(ml-100k titles and genres) into its own fresh lake with the analyst only
+(``--judge`` adds the judge), so the rows compare the same work; then it
+runs again on its lake, where every item is cached.
 
-    python bench/enrich_throughput.py --data-root ../shared/data --items 16 --batch-sizes 1 8
+    python bench/enrich_throughput.py --data-root ../shared/data --items 16 --batch-sizes 1 8 --quantize none int8
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--judge", action="store_true")
+    parser.add_argument("--quantize", nargs="+", default=["int8"], choices=["none", "int8"])
     args = parser.parse_args()
 
     from jobs.ingest.movielens import read_ml100k
@@ -40,12 +41,13 @@ def main() -> None:
     print(f"model ready in {time.perf_counter() - started:.1f} s ({model_id})", flush=True)
 
     rows = []
-    for batch_size in args.batch_sizes:
-        backend = LocalBackend(folder, model_id, batch_size=batch_size, threads=args.threads)
-        settings = load_settings(lake_root=str(work / f"lake-b{batch_size}"), state_dir=str(work / "state"),
-                                 llm={"batch_size": batch_size}, enrich={"judge": args.judge, "max_items": 0, "max_seconds": 0})
+    for quantize, batch_size in ((q, b) for q in args.quantize for b in args.batch_sizes):
+        backend = LocalBackend(folder, model_id, batch_size=batch_size, threads=args.threads, quantize=quantize)
+        settings = load_settings(lake_root=str(work / f"lake-{quantize}-b{batch_size}"), state_dir=str(work / "state"),
+                                 llm={"batch_size": batch_size, "quantize": quantize},
+                                 enrich={"judge": args.judge, "max_items": 0, "max_seconds": 0})
         summary = enrich_catalog(settings, items, {}, "2024-01-01", backend=backend)
-        rows.append({"batch_size": batch_size, **{k: summary[k] for k in (
+        rows.append({"weights": "float32" if quantize == "none" else quantize, "batch_size": batch_size, **{k: summary[k] for k in (
             "processed", "accepted", "quarantined", "seconds", "items_per_minute", "llm_calls", "prompt_tokens",
             "completion_tokens", "completion_tokens_per_s")}})
         print(json.dumps(rows[-1]), flush=True)
@@ -55,10 +57,10 @@ def main() -> None:
         assert cached["processed"] == 0 and backend.usage.calls == summary["llm_calls"]
 
     print(f"\n{len(items)} ml-100k items, judge {'on' if args.judge else 'off'}, torch threads {args.threads or 'default'}")
-    print("| batch | items/min | completion tokens/s | prompt tokens | completion tokens | LLM calls | accepted | quarantined | s | cached rerun s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| weights | batch | items/min | completion tokens/s | prompt tokens | completion tokens | LLM calls | accepted | quarantined | s | cached rerun s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch_size']} | {r['items_per_minute']:.2f} | {r['completion_tokens_per_s']:.1f} | {r['prompt_tokens']} | "
+        print(f"| {r['weights']} | {r['batch_size']} | {r['items_per_minute']:.2f} | {r['completion_tokens_per_s']:.1f} | {r['prompt_tokens']} | "
               f"{r['completion_tokens']} | {r['llm_calls']} | {r['accepted']} | {r['quarantined']} | {r['seconds']:.1f} | {r['cached_rerun_seconds']:.2f} |")
 
 

@@ -108,13 +108,18 @@ class EmbeddingStore:
 
 def embed_items(settings: Settings, ds: str | dt.date, *, encoder: Encoder | None = None) -> dict:
     """The DAG task: encode the metadata and the usable knowledge record of every catalog item not encoded yet."""
-    from llm_enrich import prompts
     from llm_enrich.enrich import read_catalog
-    from llm_enrich.store import KnowledgeStore
 
     ds = ds_str(ds)
+    return embed_catalog(settings, read_catalog(Lake.from_settings(settings), ds), ds, encoder=encoder)
+
+
+def embed_catalog(settings: Settings, items: list[dict], ds: str, *, encoder: Encoder | None = None) -> dict:
+    """Encode the metadata and the usable knowledge record of ``items`` (dicts with ``item_id``) not encoded yet."""
+    from llm_enrich import prompts
+    from llm_enrich.store import KnowledgeStore
+
     lake = Lake.from_settings(settings)
-    items = read_catalog(lake, ds)
     metadata = {str(i["item_id"]): prompts.clean_metadata(i, settings.enrich.max_description_chars) for i in items}
     metadata = {k: v for k, v in metadata.items() if any(f in v for f in ("title", "description", "categories"))}
     records = KnowledgeStore(lake).latest_records({k: prompts.content_hash(v) for k, v in metadata.items()})

@@ -100,6 +100,17 @@ def test_real_items_get_schema_valid_records(make_settings, llm_folder, local_ba
     assert summary["guidance"]["planned"] >= 1  # one planner call per category, before the items
 
 
+def test_int8_weights_are_part_of_the_model_id(llm_folder):
+    import torch
+
+    from llm_enrich.backends import LocalBackend
+
+    full, small = LocalBackend(llm_folder, "m", quantize="none"), LocalBackend(llm_folder, "m")
+    assert full.model_id == "m" and small.model_id == "m+int8"  # a record of one is never taken for the other's
+    assert any(type(m) is torch.nn.Linear for m in full.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in small.model.modules())  # every linear layer holds int8 weights
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # real generation on 2 shared cores
 def test_hostile_metadata_changes_neither_the_format_nor_other_items(make_settings, llm_folder, tmp_path):
