@@ -12,8 +12,8 @@ import pytest
 COMMANDS = ["simulate", "ingest", "run", "settings"]
 
 
-def reaflow(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reaflow.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+def reaflow(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reaflow.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -60,11 +60,12 @@ def test_simulate_then_rerun_is_identical(tmp_path):
     assert snapshot == {p: p.read_bytes() for p in sorted((tmp_path / "lake").rglob("*")) if p.is_file()}
 
 
+@pytest.mark.timeout(1500)
 def test_run_uses_the_configured_source(tmp_path):
     config = tmp_path / "reaflow.yaml"
     config.write_text(f"lake_root: {tmp_path / 'lake'}\nsimulator:\n  days: 2\n  events: 3000\n  users: 200\n  items: 100\n"
                       "enrich:\n  enabled: false\n")
-    result = reaflow("run", "--config", str(config))
+    result = reaflow("run", "--config", str(config), timeout=1200)  # the whole DAG, two days: minutes on a busy machine
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "lake" / "raw" / "events").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
 
