@@ -34,11 +34,9 @@ REPRESENTATIONS = ("id", "metadata", "knowledge")
 
 def load_dataset(name: str, data_root: Path):
     """(SequenceData with external item ids, catalog rows with ``item_id``)."""
-    import numpy as np
-
     from jobs.ingest.amazon import read_recbole
     from jobs.ingest.movielens import read_ml100k
-    from models.data import leave_one_out, load_benchmark
+    from models.data import leave_one_out_items, load_benchmark
 
     if name == "ml-100k":
         _, items = read_ml100k(data_root / "ml-100k")
@@ -48,10 +46,7 @@ def load_dataset(name: str, data_root: Path):
         by_user: dict[str, list[str]] = {}
         for event in events:  # in each user's order
             by_user.setdefault(event["user_id"], []).append(event["item_id"])
-        externals = sorted({i for seq in by_user.values() for i in seq})
-        index = {item: n for n, item in enumerate(externals, start=1)}
-        sequences = [np.asarray([index[i] for i in seq], dtype=np.int64) for _, seq in sorted(by_user.items())]
-        data = leave_one_out(name, sequences, len(externals), [""] + externals)
+        data = leave_one_out_items(name, [seq for _, seq in sorted(by_user.items())])
     else:
         raise SystemExit(f"unknown dataset {name!r}: ml-100k or amazon-scientific")
     return data, [dict(meta, item_id=item_id) for item_id, meta in items.items()]

@@ -118,8 +118,7 @@ def time_split(name: str, timed: list[list[tuple[int, str]]], holdout: float = 0
     if len(stamps) < 10:
         raise DataError(f"{name}: {len(stamps)} interactions are too few for a time split")
     valid_start, test_start = (int(stamps[int(len(stamps) * (1 - share))]) for share in (2 * holdout, holdout))
-    externals = sorted({item for seq in timed for _, item in seq}, key=_natural)
-    index = {item: i for i, item in enumerate(externals, start=1)}
+    externals, index = _item_index(item for seq in timed for _, item in seq)
     train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
     for seq in timed:
         before_valid = [index[i] for ts, i in seq if ts < valid_start]
@@ -168,11 +167,20 @@ def load_benchmark(name_or_path: str, data_root: str | Path | None = None, proto
         return time_split(name, _read_movielens(path), holdout)
     raw = ([[item for _, item in seq] for seq in _read_movielens(path)] if path.name.endswith(".data")
            else _read_s3rec(path))
-    # Dense indices in the natural order of the external ids (numbers numerically): stable across runs.
-    externals = sorted({item for seq in raw for item in seq}, key=_natural)
-    index = {item: i for i, item in enumerate(externals, start=1)}
+    return leave_one_out_items(name, raw)
+
+
+def leave_one_out_items(name: str, raw: list[list[str]]) -> SequenceData:
+    """``leave_one_out`` over sequences of external item ids, indexed densely (``_item_index``)."""
+    externals, index = _item_index(item for seq in raw for item in seq)
     sequences = [np.fromiter((index[i] for i in seq), dtype=np.int64, count=len(seq)) for seq in raw]
     return leave_one_out(name, sequences, len(externals), [""] + externals)
+
+
+def _item_index(items) -> tuple[list[str], dict[str, int]]:
+    """Dense indices 1..n in the natural order of the external ids (numbers numerically): stable across runs."""
+    externals = sorted(set(items), key=_natural)
+    return externals, {item: i for i, item in enumerate(externals, start=1)}
 
 
 def _natural(token: str):
