@@ -162,8 +162,13 @@ class Backbone(nn.Module):
         self.final_norm = nn.LayerNorm(cfg.hidden_size)
         self.apply(_init_weights)
 
-    def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None) -> tuple[torch.Tensor, SequenceCache]:
-        """[B, L] left-padded item ids -> states [B, L, d] (state t has read items up to t) and the cache."""
+    def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None,
+               causal: bool = True) -> tuple[torch.Tensor, SequenceCache]:
+        """[B, L] left-padded item ids -> states [B, L, d] (state t has read items up to t) and the cache.
+
+        ``causal=False`` lets every position read the whole sequence (the
+        masked-diffusion denoiser); the cache is then not for reasoning chains.
+        """
         length = items.shape[1]
         if length > self.cfg.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.cfg.max_len}; truncate first")
@@ -173,9 +178,11 @@ class Backbone(nn.Module):
             x = x + self.types(token_types)
         x = self.input_dropout(self.input_norm(x))
         valid = items > 0
-        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        order = torch.ones(length, length, dtype=torch.bool, device=items.device)
+        if causal:
+            order = order.tril()
         # A padding query sees only itself, so no row of the softmax is empty.
-        mask = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool, device=items.device)
+        mask = (order & valid[:, None, :]) | torch.eye(length, dtype=torch.bool, device=items.device)
         mask = mask[:, None]
         keys, values = [], []
         for block in self.blocks:

@@ -34,6 +34,10 @@ class DataError(ReaflowError):
 class EvalSet:
     histories: list[np.ndarray]
     targets: np.ndarray
+    #: Per user, every item of the evaluated period in order (the target first), where the split has a period.
+    futures: list[np.ndarray] | None = None
+    #: Per user, generated beyond-log items read after the history as marked inputs (``with_beyond_log``).
+    context: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -43,7 +47,8 @@ class EvalSet:
         if n >= len(self):
             return self
         rows = np.sort(np.random.default_rng([seed, n]).choice(len(self), n, replace=False))
-        return EvalSet([self.histories[i] for i in rows], self.targets[rows])
+        pick = lambda values: None if values is None else [values[i] for i in rows]
+        return EvalSet(pick(self.histories), self.targets[rows], pick(self.futures), pick(self.context))
 
 
 @dataclass
@@ -58,13 +63,17 @@ class SequenceData:
     #: External id of each item index (entry 0 is padding), when known.
     item_ids: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    #: Per training sequence, generated beyond-log items read after all but its newest item (``with_beyond_log``).
+    train_context: list[np.ndarray] | None = None
 
     def digest(self) -> str:
         """A content hash of everything the model sees (logged with each run)."""
         h = hashlib.sha256(f"{self.name}|{self.num_items}".encode())
-        for part in (self.train, self.valid.histories, self.test.histories):
+        parts = [self.train, self.valid.histories, self.test.histories]
+        parts += [p for p in (self.train_context, self.valid.context, self.test.context) if p is not None]
+        for part in parts:
             for seq in part:
-                h.update(seq.astype(np.int64).tobytes())
+                h.update(np.asarray(seq).astype(np.int64).tobytes())
                 h.update(b"|")
         h.update(self.valid.targets.astype(np.int64).tobytes())
         h.update(self.test.targets.astype(np.int64).tobytes())
@@ -82,6 +91,30 @@ class SequenceData:
         return {"dataset": self.name, "items": self.num_items, "train_sequences": len(self.train),
                 "train_interactions": int(sum(len(s) for s in self.train)),
                 "valid_users": len(self.valid), "test_users": len(self.test), "digest": self.digest()}
+
+
+def without_newest(data: SequenceData) -> SequenceData:
+    """The training sequences without their newest item (validation and test unchanged).
+
+    What the beyond-log denoiser trains on: items it then generates for a
+    training prefix cannot copy what followed that prefix.
+    """
+    train = [s[:-1] for s in data.train if len(s) >= 3]
+    if not train:
+        raise DataError(f"{data.name}: no training sequence has 3 or more items; too short to hold one out")
+    return SequenceData(f"{data.name}:without-newest", data.num_items, train, data.valid, data.test, data.item_ids, dict(data.meta))
+
+
+def with_beyond_log(data: SequenceData, train: list[np.ndarray], valid: list[np.ndarray], test: list[np.ndarray]) -> SequenceData:
+    """``data`` whose models also read generated items: per training sequence (generated from all but its newest
+    item) and per validation and test history."""
+    for label, got, want in (("train", train, data.train), ("valid", valid, data.valid.histories), ("test", test, data.test.histories)):
+        if len(got) != len(want):
+            raise DataError(f"{data.name}: {len(got)} generated {label} rows for {len(want)} {label} sequences")
+    evals = [EvalSet(e.histories, e.targets, e.futures, [np.asarray(c, dtype=np.int64) for c in ctx])
+             for e, ctx in ((data.valid, valid), (data.test, test))]
+    return SequenceData(f"{data.name}+beyond-log", data.num_items, data.train, *evals, data.item_ids, dict(data.meta),
+                        [np.asarray(c, dtype=np.int64) for c in train])
 
 
 def leave_one_out(name: str, sequences: list[np.ndarray], num_items: int, item_ids: list[str] | None = None) -> SequenceData:
@@ -119,7 +152,7 @@ def time_split(name: str, timed: list[list[tuple[int, str]]], holdout: float = 0
         raise DataError(f"{name}: {len(stamps)} interactions are too few for a time split")
     valid_start, test_start = (int(stamps[int(len(stamps) * (1 - share))]) for share in (2 * holdout, holdout))
     externals, index = _item_index(item for seq in timed for _, item in seq)
-    train, valid_h, valid_t, test_h, test_t = [], [], [], [], []
+    train, valid_h, valid_t, test_h, test_t, valid_f, test_f = [], [], [], [], [], [], []
     for seq in timed:
         before_valid = [index[i] for ts, i in seq if ts < valid_start]
         if not before_valid:
@@ -131,12 +164,14 @@ def time_split(name: str, timed: list[list[tuple[int, str]]], holdout: float = 0
         if in_valid:
             valid_h.append(train[-1])
             valid_t.append(in_valid[0])
+            valid_f.append(np.asarray(in_valid, dtype=np.int64))
         if in_test:
             test_h.append(np.asarray(before_test, dtype=np.int64))
             test_t.append(in_test[0])
+            test_f.append(np.asarray(in_test, dtype=np.int64))
     return SequenceData(name, len(externals), [s for s in train if len(s) >= 2],
-                        EvalSet(valid_h, np.asarray(valid_t, dtype=np.int64)),
-                        EvalSet(test_h, np.asarray(test_t, dtype=np.int64)), [""] + externals,
+                        EvalSet(valid_h, np.asarray(valid_t, dtype=np.int64), valid_f),
+                        EvalSet(test_h, np.asarray(test_t, dtype=np.int64), test_f), [""] + externals,
                         {"protocol": "time", "valid_start": valid_start, "test_start": test_start})
 
 
@@ -280,11 +315,57 @@ def item_vectors(settings, item_ids: list[str], kind: str) -> tuple[np.ndarray, 
     return matrix, found / max(len(item_ids) - 1, 1)
 
 
-def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, seed: int, epoch: int) -> list[Batch]:
+#: ``enrich/beyond_log/ds=.../splits``: generated items for the rows of one day's splits (written by ``llm_enrich``).
+BEYOND_LOG_SPLITS = "splits"
+
+
+def beyond_log_contexts(settings, ds: str, data: SequenceData) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The generated items of ``ds`` for each training sequence, validation and test history of ``data`` (in order).
+
+    They were written for splits with the same digest; anything else (the
+    splits were rebuilt since, another protocol) is refused.
+    """
+    import pyarrow.parquet as pq
+
+    from reaflow.lake import Dataset, Lake
+
+    lake = Lake.from_settings(settings)
+    location = lake.path(Dataset.BEYOND_LOG, ds)
+    if not lake.is_complete(location) or not lake.files(lake.path(Dataset.BEYOND_LOG, ds, BEYOND_LOG_SPLITS), ".parquet"):
+        raise DataError(f"no beyond-log items for the splits of {ds} in {location}; run generate_beyond_log with "
+                        "training.beyond_log on, or turn training.beyond_log off")
+    rows = {"train": {}, "valid": {}, "test": {}}
+    for part in lake.files(lake.path(Dataset.BEYOND_LOG, ds, BEYOND_LOG_SPLITS), ".parquet"):
+        with lake.open(part) as fh:
+            table = pq.read_table(fh, columns=["split", "row", "item_idx", "splits_digest"])
+        for split, row, items, digest in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+            if digest != data.digest():
+                raise DataError(f"the beyond-log items of {ds} were generated for other splits (digest {digest}, "
+                                f"now {data.digest()}); run generate_beyond_log for {ds} again")
+            rows[split][row] = np.asarray(items, dtype=np.int64)
+    sizes = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
+    empty = np.zeros(0, dtype=np.int64)
+    return tuple([rows[s].get(i, empty) for i in range(sizes[s])] for s in ("train", "valid", "test"))
+
+
+def item_knowledge(settings, data: SequenceData) -> tuple[torch.Tensor | None, float | None]:
+    """The models' ``knowledge`` input under ``training.item_representation`` and the share of items that have one."""
+    kind = settings.training.item_representation
+    if kind == "id":
+        return None, None
+    matrix, coverage = item_vectors(settings, data.item_ids, kind)
+    return torch.from_numpy(matrix), coverage
+
+
+def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, seed: int, epoch: int,
+                  contexts: list[np.ndarray] | None = None) -> list[Batch]:
     """One epoch of (input, next-item) batches; order depends only on (seed, epoch), so a resumed run replays it.
 
     Sequences of similar length share a batch (sorted within shuffled windows
     of 50 batches), and each batch is padded only to its own longest input.
+    With ``contexts``, sequence i's generated items follow all but its newest
+    item, marked as type 1; the last of them predicts that newest item, which
+    the positions before them predict too (with and without the hint).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(sequences))
@@ -298,30 +379,65 @@ def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, se
     rng.shuffle(batches)
     out = []
     for idx in batches:
-        seqs = [sequences[i][-(max_len + 1):] for i in idx]
-        length = max(len(s) for s in seqs) - 1
-        items = np.zeros((len(seqs), length), dtype=np.int64)
-        targets = np.zeros((len(seqs), length), dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            n = len(seq) - 1
-            items[row, length - n:] = seq[:-1]
-            targets[row, length - n:] = seq[1:]
-        out.append(Batch(torch.from_numpy(items), torch.from_numpy(targets)))
+        rows = [_training_row(sequences[i], None if contexts is None else contexts[i], max_len) for i in idx]
+        length = max(len(r[0]) for r in rows)
+        items = np.zeros((len(rows), length), dtype=np.int64)
+        targets = np.zeros((len(rows), length), dtype=np.int64)
+        types = np.zeros((len(rows), length), dtype=np.int64) if contexts is not None else None
+        for row, (inputs, nexts, kinds) in enumerate(rows):
+            items[row, length - len(inputs):] = inputs
+            targets[row, length - len(inputs):] = nexts
+            if types is not None:
+                types[row, length - len(inputs):] = kinds
+        out.append(Batch(torch.from_numpy(items), torch.from_numpy(targets), None if types is None else torch.from_numpy(types)))
     return out
 
 
-def history_batches(histories: list[np.ndarray], batch_size: int, max_len: int) -> list[tuple[np.ndarray, Batch]]:
-    """Histories grouped by length for scoring; each batch carries the row numbers it holds."""
-    lengths = np.fromiter((min(len(h), max_len) for h in histories), dtype=np.int64, count=len(histories))
+def _training_row(seq: np.ndarray, context: np.ndarray | None, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, next items and token types of one training sequence (at most ``max_len`` inputs)."""
+    m = 0 if context is None else min(len(context), max_len - 1)
+    seq = seq[-(max_len - m + 1):]
+    inputs, nexts = seq[:-1], seq[1:]
+    kinds = np.zeros(len(inputs), dtype=np.int64)
+    if m:
+        hint = np.zeros(m, dtype=np.int64)
+        hint[-1] = seq[-1]
+        inputs = np.concatenate([inputs, np.asarray(context[:m], dtype=np.int64)])
+        nexts = np.concatenate([nexts, hint])
+        kinds = np.concatenate([kinds, np.ones(m, dtype=np.int64)])
+    return inputs, nexts, kinds
+
+
+def history_batches(histories: list[np.ndarray], batch_size: int, max_len: int,
+                    contexts: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, Batch]]:
+    """Histories grouped by length for scoring; each batch carries the row numbers it holds.
+
+    With ``contexts``, each history is followed by its generated items, marked as type 1.
+    """
+    if contexts is not None:
+        inputs = [_scoring_row(h, c, max_len) for h, c in zip(histories, contexts, strict=True)]
+    else:
+        inputs = [(np.asarray(h[-max_len:], dtype=np.int64), None) for h in histories]
+    lengths = np.fromiter((len(x) for x, _ in inputs), dtype=np.int64, count=len(inputs))
     order = np.argsort(lengths, kind="stable")
     out = []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         length = max(1, int(lengths[rows].max()))
         items = np.zeros((len(rows), length), dtype=np.int64)
+        types = np.zeros((len(rows), length), dtype=np.int64) if contexts is not None else None
         for r, i in enumerate(rows):
-            h = histories[i][-max_len:]
-            if len(h):
-                items[r, length - len(h):] = h
-        out.append((rows, Batch(torch.from_numpy(items))))
+            x, kinds = inputs[i]
+            if len(x):
+                items[r, length - len(x):] = x
+                if types is not None:
+                    types[r, length - len(x):] = kinds
+        out.append((rows, Batch(torch.from_numpy(items), token_types=None if types is None else torch.from_numpy(types))))
     return out
+
+
+def _scoring_row(history: np.ndarray, context: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    m = min(len(context), max_len - 1)
+    h = np.asarray(history[-(max_len - m):], dtype=np.int64)
+    return (np.concatenate([h, np.asarray(context[:m], dtype=np.int64)]),
+            np.concatenate([np.zeros(len(h), dtype=np.int64), np.ones(m, dtype=np.int64)]))

@@ -25,7 +25,7 @@ def target_ranks(model: SequentialModel, data: EvalSet, *, batch_size: int = 512
     kept = np.zeros(len(data), dtype=np.int64)
     removed = np.zeros(len(data), dtype=np.int64)
     max_len = model.cfg.max_len
-    for rows, batch in history_batches(data.histories, batch_size, max_len):
+    for rows, batch in history_batches(data.histories, batch_size, max_len, data.context):
         scores = model.score(batch.to(device)).float()
         targets = torch.as_tensor(data.targets[rows], device=scores.device)
         target_scores = scores.gather(1, targets[:, None])

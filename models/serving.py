@@ -25,7 +25,7 @@ def save_bundle(model, item_ids: list[str] | None, path: str | Path) -> None:
     knowledge = getattr(model.backbone.items, "knowledge", None)
     torch.save({"name": model.name, "config": model.cfg.model_dump(mode="json"), "num_items": model.num_items,
                 "state": model.state_dict(), "item_ids": ids,
-                "knowledge": None if knowledge is None else knowledge.cpu()}, path)
+                "knowledge": None if knowledge is None else knowledge[: model.num_items + 1].cpu()}, path)
 
 
 def load_bundle(path: str | Path):

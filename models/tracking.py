@@ -13,13 +13,13 @@ from reaflow.settings import Settings
 class Tracker:
     """One MLflow run per training run; a resumed training run continues its MLflow run."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, experiment_suffix: str = ""):
         import mlflow
 
         self.settings = settings
         self.mlflow = mlflow
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-        self.experiment_id = experiment_id(mlflow, settings)
+        self.experiment_id = experiment_id(mlflow, settings, experiment_suffix)
 
     def start(self, run_id: str | None, run_name: str) -> str:
         if self.mlflow.active_run():

@@ -46,6 +46,8 @@ class TrainResult:
     seconds: float
     run_id: str | None = None
     history: list[dict] = field(default_factory=list)
+    #: The trained model at its best validation epoch (in memory only).
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
     def summary(self) -> dict:
         """Small enough for XCom and the CLI."""
@@ -57,8 +59,12 @@ class TrainResult:
 
 def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str | Path, *,
           knowledge: torch.Tensor | None = None, track: bool = True, progress: bool | None = None,
-          max_epochs: int | None = None) -> TrainResult:
-    """Train ``model_name`` on ``data`` in ``run_dir`` (resuming if a checkpoint of the same run is there)."""
+          max_epochs: int | None = None, experiment_suffix: str = "") -> TrainResult:
+    """Train ``model_name`` on ``data`` in ``run_dir`` (resuming if a checkpoint of the same run is there).
+
+    Tracked in the MLflow experiment ``mlflow.experiment`` (the candidates), or
+    ``<experiment>-<experiment_suffix>`` for models that are not candidates.
+    """
     cfg, tcfg = settings.model, settings.training
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,13 +81,14 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
     if done and state.get("finished") and (run_dir / "result.json").exists():
-        return _finished_result(run_dir, model_name, state)  # a retried task: nothing left to do
+        model.load_state_dict(state["best_state"])
+        return _finished_result(run_dir, model_name, state, model)  # a retried task: nothing left to do
 
     tracker = None
     if track:
         from models.tracking import Tracker
 
-        tracker = Tracker(settings)
+        tracker = Tracker(settings, experiment_suffix)
         state["run_id"] = tracker.start(state.get("run_id"), run_name=f"{model_name}-{data.name}")
         if state["epoch"] == 0:
             tracker.log_params(model_name, data, model)
@@ -116,7 +123,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     test = evaluate(model, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share,
                     rare_below=tcfg.rare_below, device=str(device), breakdowns=True)
     result = TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], valid, test,
-                         state["seconds"], state.get("run_id"), state["history"])
+                         state["seconds"], state.get("run_id"), state["history"], model)
     (run_dir / "result.json").write_text(json.dumps({**result.summary(), "valid": valid, "test": test}, indent=2))
     if tracker:
         tracker.finish(result, model, data)
@@ -125,17 +132,17 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     return result
 
 
-def _finished_result(run_dir: Path, model_name: str, state: dict) -> TrainResult:
+def _finished_result(run_dir: Path, model_name: str, state: dict, model) -> TrainResult:
     saved = json.loads((run_dir / "result.json").read_text())
     return TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], saved["valid"], saved["test"],
-                       state["seconds"], state.get("run_id"), state["history"])
+                       state["seconds"], state.get("run_id"), state["history"], model)
 
 
 def _train_epoch(model, optimizer, scheduler, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
     tcfg = settings.training
     model.train()
     model.epoch = epoch
-    batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch)
+    batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch, data.train_context)
     sums: dict[str, float] = {}
     sequences = 0
     started = time.perf_counter()

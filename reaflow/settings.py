@@ -134,6 +134,23 @@ class EnrichSettings(_Section):
     embedding_model_path: Path | None = None
 
 
+class BeyondLogSettings(_Section):
+    """ReaSeq implicit reasoning: the masked-diffusion denoiser and the beyond-log items it generates per user."""
+
+    #: False: the daily task trains and generates nothing.
+    enabled: bool = True
+    #: Items generated per user (the masked slots after the history; repeats dropped, so up to this many).
+    items: int = Field(10, ge=1)
+    #: Denoising steps; each commits an even share of the slots, most confident first (at most ``items``).
+    steps: int = Field(10, ge=1)
+    #: 0: the most likely item per slot; above 0: sampled at this temperature (seeded by training.seed).
+    temperature: float = Field(0.0, ge=0)
+    #: Histories per generation batch.
+    batch_size: int = Field(256, ge=1)
+    #: Training epochs of the denoiser (the other training settings are ``training.*``; architecture ``model.*``).
+    max_epochs: int = Field(10, ge=1)
+
+
 class SourceSettings(_Section):
     """Where the daily raw logs come from."""
 
@@ -269,6 +286,13 @@ class ModelSettings(_Section):
     divergence_cap: float = Field(2.0, ge=0)
     #: Temperature of the in-batch InfoNCE terms (PRL and PLR).
     cl_temperature: float = Field(0.2, gt=0)
+    #: Masked diffusion (the beyond-log denoiser): share of sequences whose newest items alone are masked
+    #: (history visible, as in generation); the others are masked anywhere.
+    diffusion_response_share: float = Field(0.5, ge=0, le=1)
+    #: Masked diffusion: how many newest items form that masked region.
+    diffusion_response_items: int = Field(10, ge=1)
+    #: Masked diffusion: smallest mask ratio drawn (bounds the 1/t weight of the objective).
+    diffusion_min_mask_ratio: float = Field(1e-3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelSettings:
@@ -286,6 +310,9 @@ class TrainingSettings(_Section):
     protocol: Literal["loo", "time"] = "loo"
     #: Item input: ids only, or ids fused with the sentence embedding of the raw ``metadata`` or of the LLM ``knowledge`` record.
     item_representation: Literal["id", "metadata", "knowledge"] = "id"
+    #: The candidates also read each user's generated beyond-log items (``enrich/beyond_log``), marked by a type
+    #: embedding, after the history.
+    beyond_log: bool = False
     #: Daily retraining default; the benchmarks in bench/ set their own.
     max_epochs: int = Field(10, ge=1)
     #: Stop after this many epochs without a better validation NDCG@10.
@@ -370,6 +397,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     llm: LLMSettings = LLMSettings()
     enrich: EnrichSettings = EnrichSettings()
+    beyond_log: BeyondLogSettings = BeyondLogSettings()
     source: SourceSettings = SourceSettings()
     processing: ProcessingSettings = ProcessingSettings()
     simulator: SimulatorSettings = SimulatorSettings()
