@@ -19,6 +19,7 @@ LAKE_CURATED_EVENTS = Asset("reaflow://lake/curated/events")
 LAKE_SEQUENCES = Asset("reaflow://lake/curated/sequences")
 LAKE_ITEM_KNOWLEDGE = Asset("reaflow://lake/enrich/item_knowledge")
 LAKE_ITEM_EMBEDDINGS = Asset("reaflow://lake/enrich/item_embeddings")
+LAKE_BEYOND_LOG = Asset("reaflow://lake/enrich/beyond_log")
 
 
 def _settings():
@@ -81,6 +82,18 @@ def daily_retraining():
 
         return run(_settings(), ds)
 
+    @task(outlets=[LAKE_BEYOND_LOG])
+    def generate_beyond_log(ds: str | None = None) -> dict:
+        """Train the masked-diffusion denoiser and write each user's generated beyond-log items (MLflow-tracked)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from llm_enrich.beyond_log import generate_beyond_log as run
+
+        settings = _settings()
+        if not settings.beyond_log.enabled:
+            raise AirflowSkipException("beyond_log.enabled is false")
+        return run(settings, ds)
+
     def train_task(model_name: str):
         @task(task_id=f"train_{model_name.replace('-', '_')}")
         def train(ds: str | None = None) -> dict:
@@ -98,7 +111,8 @@ def daily_retraining():
 
     sequences = ingest() >> process_catalog() >> process_events() >> build_sequences()
     knowledge = sequences >> enrich_items() >> embed_items()  # after the sequences: popularity orders the budget
-    knowledge >> [train_task(name) for name in MODEL_NAMES]
+    beyond_log = knowledge >> generate_beyond_log()  # reads the item vectors when training.item_representation asks
+    beyond_log >> [train_task(name) for name in MODEL_NAMES]
 
 
 daily_retraining()

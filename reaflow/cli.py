@@ -192,6 +192,25 @@ def enrich(
     _print(summary)
 
 
+@app.command()
+@_one_line_errors
+def generate(
+    ds: Annotated[str, typer.Option("--ds", help="Logical date of the lake's sequences and splits, YYYY-MM-DD.")],
+    items: Annotated[Optional[int], typer.Option("--items", help="Items generated per user (beyond_log.items).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps (beyond_log.steps).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="0: most likely item per slot; above 0: sampled (beyond_log.temperature).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs of the denoiser (beyond_log.max_epochs).")] = None,
+    config: ConfigOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Beyond-log behaviours: train the masked-diffusion denoiser on the day's splits and generate items per user."""
+    from llm_enrich.beyond_log import generate_beyond_log
+
+    given = {"items": items, "steps": steps, "temperature": temperature, "max_epochs": epochs}
+    settings = _settings(config, lake, beyond_log={k: v for k, v in given.items() if v is not None})
+    _print(generate_beyond_log(settings, ds, progress=True))
+
+
 @app.command("settings")
 @_one_line_errors
 def show_settings(config: ConfigOpt = None, lake: LakeOpt = None) -> None:
