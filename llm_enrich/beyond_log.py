@@ -11,7 +11,8 @@ committed slots), so a user never gets an item they had, and a later step never
 repeats an earlier one. Two slots committed in the same step can still agree;
 the later duplicate is dropped, so a user gets up to ``n`` items. The
 confidence of an item is the probability the denoiser gave it when it was
-committed.
+committed. ``infill`` fills gaps inside a history the same way, with the
+scheduler driven directly.
 
 The daily task (``generate_beyond_log``) trains the denoiser on the day's
 training sequences without their newest item (so that items generated for a
@@ -63,9 +64,10 @@ class PipelineDenoiser(nn.Module):
     dropped afterwards).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, last: int | None = None):
         super().__init__()
         self.model = model
+        self.last = last  # score only the newest positions (the generated block); the pipeline reads no others
 
     @property
     def device(self) -> torch.device:  # diffusers places its tensors by the components' ``device``
@@ -79,12 +81,12 @@ class PipelineDenoiser(nn.Module):
         real = (input_ids > 0).any(0)
         first = int(real.nonzero()[0]) if real.any() else input_ids.shape[1] - 1
         first = max(first, input_ids.shape[1] - self.model.cfg.max_len)
-        logits = self.model.denoise(input_ids[:, first:])
+        logits = self.model.denoise(input_ids[:, first:], self.last)
         floor = torch.finfo(logits.dtype).min
         present = torch.zeros(input_ids.shape[0], logits.shape[-1], dtype=torch.bool, device=logits.device)
         present.scatter_(1, input_ids, True)
         logits = logits.masked_fill(present[:, None, :], floor).nan_to_num(neginf=floor)
-        if first:
+        if self.last is None and first:
             logits = torch.cat([logits.new_full((logits.shape[0], first, logits.shape[-1]), floor), logits], dim=1)
         return SimpleNamespace(logits=logits)
 
@@ -106,7 +108,7 @@ def generate(model, histories: list[np.ndarray], n: int, *, steps: int, temperat
     prompt_length = -(-keep // n) * n  # a whole number of blocks, so the generated slots are exactly one block
     scheduler = BlockRefinementScheduler(block_length=n, num_inference_steps=min(steps, n), threshold=1.0,
                                          editing_threshold=None)
-    pipe = LLaDA2Pipeline(model=PipelineDenoiser(model), scheduler=scheduler)
+    pipe = LLaDA2Pipeline(model=PipelineDenoiser(model, last=n), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     items: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(histories)
     confidences: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(histories)
@@ -138,6 +140,58 @@ def generate(model, histories: list[np.ndarray], n: int, *, steps: int, temperat
         for r, i in enumerate(rows):
             items[i], confidences[i] = _clean(tokens[r], conf[r], histories[i], model.num_items)
     return Generated(items, confidences, time.perf_counter() - started)
+
+
+#: Marks a position to fill in ``infill``.
+MISSING = -1
+
+
+@torch.no_grad()
+def infill(model, sequences: list[np.ndarray], *, steps: int, temperature: float = 0.0, seed: int = 0,
+           batch_size: int = 256) -> Generated:
+    """Fill the ``MISSING`` positions inside histories (behaviours the log did not see), most confident first.
+
+    Runs ``BlockRefinementScheduler`` over the whole sequence; its schedule is
+    sized to the most gaps in the batch, so each step commits an even share of
+    them. Returns the completed sequences and per position the confidence of
+    a filled item (NaN where the item was given). Each sequence is read as its
+    newest ``max_len`` positions.
+    """
+    from diffusers import BlockRefinementScheduler
+
+    model.eval()
+    device = next(model.parameters()).device
+    denoiser = PipelineDenoiser(model)
+    limit = model.cfg.max_len
+    filled: list[np.ndarray] = []
+    confidences: list[np.ndarray] = []
+    started = time.perf_counter()
+    for number, start in enumerate(range(0, len(sequences), batch_size)):
+        chunk = [np.asarray(s[-limit:], dtype=np.int64) for s in sequences[start:start + batch_size]]
+        length = max(1, max(len(s) for s in chunk))
+        x = torch.zeros(len(chunk), length, dtype=torch.long)
+        for r, s in enumerate(chunk):
+            if len(s):
+                x[r, length - len(s):] = torch.from_numpy(np.where(s == MISSING, model.mask_id, s))
+        gaps = int((x == model.mask_id).sum(1).max())
+        conf = torch.full(x.shape, float("nan"))
+        if gaps:
+            scheduler = BlockRefinementScheduler(block_length=length, num_inference_steps=min(steps, gaps), threshold=1.0,
+                                                 editing_threshold=None)
+            scheduler.set_timesteps(min(steps, gaps), block_length=gaps)
+            generator = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + number)
+            x = x.to(device)
+            for step in range(min(steps, gaps)):
+                out = scheduler.step(denoiser(x).logits, step, x, mask_token_id=model.mask_id, temperature=temperature,
+                                     sampling_method="multinomial" if temperature > 0 else "greedy", threshold=1.0,
+                                     generator=generator)
+                conf[out.transfer_index.cpu()] = out.sampled_probs[out.transfer_index].float().cpu()
+                x = out.prev_sample
+        rows = x.cpu().numpy()
+        for r, s in enumerate(chunk):
+            filled.append(rows[r, length - len(s):] if len(s) else s)
+            confidences.append(conf[r, length - len(s):].numpy() if len(s) else np.zeros(0, dtype=np.float32))
+    return Generated(filled, confidences, time.perf_counter() - started)
 
 
 def _clean(tokens: np.ndarray, conf: np.ndarray, history: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +237,7 @@ def model_lists(model, histories: list[np.ndarray], n: int, batch_size: int = 51
 
 # -- evaluation ---------------------------------------------------------------
 
-def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarray, *, head_share: float,
+def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarray, *, head_share: float, n: int | None = None,
                    confidences: list[np.ndarray] | None = None, vectors: np.ndarray | None = None,
                    bins: int = 10) -> dict[str, float]:
     """How well per-user item lists anticipate what users did next, and what kind of items they hold.
@@ -195,7 +249,8 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     models' HR/NDCG. Novelty: share of long-tail items and mean self-information
     of the items' training popularity; ``ild``: intra-list diversity (1 - mean
     pairwise cosine of ``vectors``); ``coverage``: share of the catalogue in
-    any list. With confidences: expected calibration error over equal-count
+    any list. ``n`` names the cut-off in the keys (default: the longest list);
+    a list may be shorter (``mean_list_length``). With confidences: expected calibration error over equal-count
     bins (does an item given p come true with frequency p?).
     """
     from models.evaluate import long_tail_items
@@ -237,7 +292,7 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
         if confidences is not None:
             conf_all.extend(confidences[u].tolist())
             hit_all.extend(gains.tolist())
-    n = max((len(x) for x in lists), default=0)
+    n = n or max((len(x) for x in lists), default=0)
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
     out = {f"hit_{n}": mean(hits), f"precision_{n}": mean(precision), f"recall_{n}": mean(recall), f"ndcg_{n}": mean(ndcg),
            f"next_hr_{n}": mean(next_hit), f"next_ndcg_{n}": mean(next_ndcg), "long_tail_share": mean(tail_share),
@@ -285,10 +340,10 @@ def generate_beyond_log(settings: Settings, ds: str, progress: bool | None = Fal
     tested = generate(model, data.test.histories, cfg.items, **options)
     counts = data.item_counts()
     vectors = model.backbone.items.table()[: data.num_items + 1].detach().cpu().numpy()
-    quality = {"diffusion": evaluate_lists(tested.items, data.test, counts, head_share=settings.training.head_share,
+    quality = {"diffusion": evaluate_lists(tested.items, data.test, counts, head_share=settings.training.head_share, n=cfg.items,
                                            confidences=tested.confidences, vectors=vectors),
                "popularity": evaluate_lists(popularity_lists(counts, data.test.histories, cfg.items), data.test, counts,
-                                            head_share=settings.training.head_share, vectors=vectors)}
+                                            head_share=settings.training.head_share, n=cfg.items, vectors=vectors)}
     with lake.atomic_dir(lake.path(Dataset.BEYOND_LOG, ds)) as staging:
         _write_users(staging / USERS, ds, users, served, data.item_ids, result.run_id)
         if settings.training.beyond_log:

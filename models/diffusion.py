@@ -43,10 +43,14 @@ class MaskedDiffusion(SequentialModel):
         self.mask_id = num_items + 1
 
     # -- the denoiser ----------------------------------------------------------
-    def denoise(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, L] tokens (left-padded, mask tokens anywhere) -> [B, L, N + 2] logits; padding and mask columns are -inf."""
+    def denoise(self, tokens: torch.Tensor, last: int | None = None) -> torch.Tensor:
+        """[B, L] tokens (left-padded, mask tokens anywhere) -> [B, L, N + 2] logits; padding and mask columns are -inf.
+
+        ``last``: score only the newest ``last`` positions ([B, last, N + 2]);
+        the item projection dominates the cost on a large catalogue.
+        """
         states, _ = self.backbone.encode(tokens, causal=False)
-        logits = self.logits(states)
+        logits = self.logits(states if last is None else states[:, -last:])
         logits[..., 0] = float("-inf")
         logits[..., self.mask_id] = float("-inf")
         return logits

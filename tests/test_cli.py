@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["simulate", "ingest", "run", "settings"]
+COMMANDS = ["simulate", "ingest", "run", "train", "enrich", "generate", "settings"]
 
 
 def reaflow(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -31,6 +31,7 @@ def test_help_on_every_command(command):
         (["simulate", "--from", "2024-02-30"], "error: logical date '2024-02-30' is not YYYY-MM-DD"),
         (["simulate", "--users", "0"], "error: invalid settings: simulator.users: Input should be greater than or equal to 10"),
         (["settings", "--config", "/no/such.yaml"], "error: config file /no/such.yaml not found"),
+        (["generate", "--ds", "2024-01-01", "--steps", "0"], "error: invalid settings: beyond_log.steps"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, message, tmp_path):
@@ -39,6 +40,12 @@ def test_bad_input_is_one_line_without_traceback(args, message, tmp_path):
     assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
     assert result.stderr.startswith(message), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_generate_before_the_sequences_exist_names_what_is_missing(tmp_path):
+    result = reaflow("generate", "--ds", "2024-01-01", "--lake", str(tmp_path / "lake"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {tmp_path / 'lake'}/curated/splits/ds=2024-01-01 is missing or incomplete; run build_sequences for 2024-01-01 first"
 
 
 def test_wrong_setting_in_environment(tmp_path):

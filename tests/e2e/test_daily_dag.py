@@ -13,7 +13,7 @@ import pytest
 from reaflow.lake import Dataset, Lake
 
 
-@pytest.mark.timeout(2400)  # two whole runs of two days, each with Spark, LLM enrichment and four trainings
+@pytest.mark.timeout(2400)  # two whole runs of two days, each with Spark, LLM enrichment, the denoiser and four trainings
 def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     config = tmp_path / "reaflow.yaml"
     config.write_text(
@@ -22,7 +22,8 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
         "spark:\n  master: local[2]\n  shuffle_partitions: 4\n"
         "simulator:\n  days: 2\n  events: 6000\n  users: 400\n  items: 300\n"
         "model:\n  hidden_size: 16\n  inner_size: 32\n  layers: 1\n"
-        "training:\n  max_epochs: 2\n  batch_size: 128\n  item_representation: metadata\n"
+        "training:\n  max_epochs: 2\n  batch_size: 128\n  item_representation: metadata\n  beyond_log: true\n"
+        "beyond_log:\n  items: 3\n  steps: 3\n  max_epochs: 2\n"
         f"llm:\n  model_path: {llm_folder}\n"
         "enrich:\n  max_items: 2\n  max_seconds: 0\n  judge: false\n"
     )
@@ -45,6 +46,10 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     for name, summary in trained.items():
         assert summary["epochs"] == 2 and 0 <= summary["test_ndcg_10"] <= 1, name
         assert summary["item_representation"] == "metadata" and summary["knowledge_coverage"] > 0.9, name
+        assert summary["beyond_log"], name
+    generated = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "generate_beyond_log.json"))
+    assert generated["users"] > 0 and generated["splits_written"] and generated["denoiser"]["epochs"] == 2
+    assert lake.partitions(Dataset.BEYOND_LOG) == ["2024-01-01", "2024-01-02"]
     enriched = {ds: lake.read_json(lake.path(Dataset.REPORTS, ds, "enrich_items.json")) for ds in ("2024-01-01", "2024-01-02")}
     for ds, day in enriched.items():
         assert day["processed"] == 2 and day["deferred"] == day["pending"] - 2, ds
@@ -67,4 +72,6 @@ def test_make_run_path_runs_the_daily_dag_twice(tmp_path, llm_folder):
     # Training resumed from its finished checkpoints: same metrics, same MLflow runs.
     again = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "train_plr.json"))
     assert again["test_ndcg_10"] == trained["plr"]["test_ndcg_10"] and again["run_id"] == trained["plr"]["run_id"]
+    regenerated = lake.read_json(lake.path(Dataset.REPORTS, "2024-01-02", "generate_beyond_log.json"))
+    assert regenerated["denoiser"]["run_id"] == generated["denoiser"]["run_id"]
     assert Path(tmp_path / "state" / "airflow").is_dir()

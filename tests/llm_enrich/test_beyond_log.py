@@ -171,3 +171,23 @@ def test_the_daily_task_writes_feast_ready_rows_and_feeds_the_candidates(tmp_pat
     write_cycle_lake(settings, ds, users=100)  # the splits change: the old generated rows no longer fit
     with pytest.raises(DataError, match="generated for other splits"):
         beyond_log_contexts(settings, ds, load_lake_splits(settings, ds, "loo"))
+
+
+def test_gaps_inside_a_history_are_filled_with_the_missing_items(cycle_denoiser):
+    from llm_enrich.beyond_log import MISSING, infill
+
+    sequences, wanted = [], []
+    for s in range(CATALOG):
+        seq = cycle(s, 8)
+        wanted.append(seq.copy())
+        seq[[2, 5]] = MISSING
+        sequences.append(seq)
+    sequences.append(cycle(3, 5))  # nothing to fill: returned as given
+    out = infill(cycle_denoiser, sequences, steps=2)
+    exact = [np.array_equal(out.items[s], wanted[s]) for s in range(CATALOG)]
+    assert np.mean(exact) >= 0.9
+    assert np.array_equal(out.items[-1], cycle(3, 5)) and np.isnan(out.confidences[-1]).all()
+    for s in range(CATALOG):
+        conf = out.confidences[s]
+        assert np.isfinite(conf[[2, 5]]).all() and np.isnan(np.delete(conf, [2, 5])).all()
+        assert len(set(out.items[s].tolist())) == 8  # a fill never repeats an item of the row
