@@ -434,6 +434,13 @@ class Settings(BaseSettings):
             raise ValueError("llm.backend 'openai' needs llm.base_url (the OpenAI-compatible endpoint) and llm.model (the model it serves)")
         return self
 
+    @model_validator(mode="after")
+    def _generated_items_leave_room_for_history(self) -> Settings:
+        if self.beyond_log.items >= self.model.max_len:
+            raise ValueError(f"beyond_log.items {self.beyond_log.items} leaves no room for the history in model.max_len "
+                             f"{self.model.max_len}; generate fewer items")
+        return self
+
     @property
     def lake_is_local(self) -> bool:
         return "://" not in self.lake_root
@@ -478,9 +485,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        parts.append(f"{where}: {msg}")
+        parts.append(f"{where}: {msg}" if where else msg)  # a check across sections names its settings itself
     return "invalid settings: " + "; ".join(parts)

@@ -32,6 +32,7 @@ def test_help_on_every_command(command):
         (["simulate", "--users", "0"], "error: invalid settings: simulator.users: Input should be greater than or equal to 10"),
         (["settings", "--config", "/no/such.yaml"], "error: config file /no/such.yaml not found"),
         (["generate", "--ds", "2024-01-01", "--steps", "0"], "error: invalid settings: beyond_log.steps"),
+        (["generate", "--ds", "2024-01-01", "--items", "50"], "error: invalid settings: beyond_log.items 50 leaves no room"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, message, tmp_path):
