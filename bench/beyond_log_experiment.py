@@ -11,7 +11,8 @@ carries on):
    precision, recall and NDCG against everything the user did in the test
    period (time split) or the held-out item (leave-one-out), novelty,
    intra-list diversity, coverage and calibration; beside them the same
-   figures for the most popular unseen items and for SASRec's top-N;
+   figures for the most popular unseen items and for SASRec's top-N; the
+   confidences also after isotonic calibration fitted on validation users;
 3. with the default steps it generates for every training prefix, validation
    and test history, and SASRec and PLR train with and without those items
    as marked inputs (same seeds), reported overall and for short histories.
@@ -59,7 +60,7 @@ def prepare(job: dict) -> dict:
     """Denoiser, generation quality by steps, and the generated items for the downstream runs."""
     import torch
 
-    from llm_enrich.beyond_log import evaluate_lists, generate, popularity_lists
+    from llm_enrich.beyond_log import Calibrator, evaluate_lists, generate, list_hits, popularity_lists
     from models.data import without_newest
     from models.train import train
 
@@ -85,10 +86,16 @@ def prepare(job: dict) -> dict:
             "users_per_second": len(out) / out.seconds}
     quality["popularity"] = evaluate_lists(popularity_lists(counts, data.test.histories, args.items), data.test, counts,
                                            head_share=settings.training.head_share, n=args.items, vectors=vectors)
-    contexts = {}
+    contexts, confidences = {}, {}
     for split, histories in (("train", [s[:-1] for s in data.train]), ("valid", data.valid.histories),
                              ("test", data.test.histories)):
-        contexts[split] = generate(model, histories, args.items, steps=args.default_steps, seed=job["seed"]).items
+        out = generate(model, histories, args.items, steps=args.default_steps, seed=job["seed"])
+        contexts[split], confidences[split] = out.items, out.confidences
+    calibrator = Calibrator.fit(np.concatenate([np.zeros(0), *confidences["valid"]]),
+                                np.concatenate([np.zeros(0), *list_hits(contexts["valid"], data.valid)]))
+    quality[f"diffusion-steps{args.default_steps}-calibrated"] = evaluate_lists(
+        contexts["test"], data.test, counts, head_share=settings.training.head_share, n=args.items,
+        confidences=[calibrator(c) for c in confidences["test"]], vectors=vectors)
     np.savez(folder / "contexts.npz", **{f"{split}_{i}": c for split, rows in contexts.items() for i, c in enumerate(rows)})
     report = {"dataset": job["dataset"], "seed": job["seed"], "data": data.summary(), "denoiser": result.summary(),
               "quality": quality}

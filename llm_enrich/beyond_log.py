@@ -6,9 +6,9 @@ with ``BlockRefinementScheduler``. A history (left-padded, at most
 the denoiser scores every slot, the scheduler samples a token per slot and
 commits the most confident ones (an even share of the block per step). The
 denoiser seen by the pipeline (``PipelineDenoiser``) forbids, per row, the
-padding and mask tokens and every item already in the row (history and
-committed slots), so a user never gets an item they had, and a later step never
-repeats an earlier one. Two slots committed in the same step can still agree;
+padding and mask tokens, every item of the user's whole history (also what is
+older than the window the denoiser reads) and every committed slot, so a user
+never gets an item they had, and a later step never repeats an earlier one. Two slots committed in the same step can still agree;
 the later duplicate is dropped, so a user gets up to ``n`` items. The
 confidence of an item is the probability the denoiser gave it when it was
 committed. ``infill`` fills gaps inside a history the same way, with the
@@ -17,9 +17,11 @@ scheduler driven directly.
 The daily task (``generate_beyond_log``) trains the denoiser on the day's
 training sequences without their newest item (so that items generated for a
 training prefix are honest inputs for the recommenders: the denoiser never saw
-what followed), generates for every user's current history, evaluates what it
-generated for the test histories against what the users did next, and writes
-``enrich/beyond_log/ds=.../users/`` (one row per user, ready for Feast) and,
+what followed), generates for every user's current history, maps commit
+confidences to the chance of coming true (``Calibrator``, fitted on the
+validation users), evaluates what it generated for the test histories against
+what the users did next, and writes ``enrich/beyond_log/ds=.../users/`` (one
+row per user, calibrated and raw confidences, ready for Feast) and,
 when the recommenders read beyond-log inputs (``training.beyond_log``),
 ``.../splits/`` (rows for the training prefixes and the evaluation histories).
 """
@@ -68,6 +70,8 @@ class PipelineDenoiser(nn.Module):
         super().__init__()
         self.model = model
         self.last = last  # score only the newest positions (the generated block); the pipeline reads no others
+        #: [B, N + 2] items each row of the current batch must never get (its whole history, beyond the window too).
+        self.forbidden: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:  # diffusers places its tensors by the components' ``device``
@@ -85,6 +89,8 @@ class PipelineDenoiser(nn.Module):
         floor = torch.finfo(logits.dtype).min
         present = torch.zeros(input_ids.shape[0], logits.shape[-1], dtype=torch.bool, device=logits.device)
         present.scatter_(1, input_ids, True)
+        if self.forbidden is not None:
+            present |= self.forbidden.to(present.device)
         logits = logits.masked_fill(present[:, None, :], floor).nan_to_num(neginf=floor)
         if self.last is None and first:
             logits = torch.cat([logits.new_full((logits.shape[0], first, logits.shape[-1]), floor), logits], dim=1)
@@ -108,7 +114,8 @@ def generate(model, histories: list[np.ndarray], n: int, *, steps: int, temperat
     prompt_length = -(-keep // n) * n  # a whole number of blocks, so the generated slots are exactly one block
     scheduler = BlockRefinementScheduler(block_length=n, num_inference_steps=min(steps, n), threshold=1.0,
                                          editing_threshold=None)
-    pipe = LLaDA2Pipeline(model=PipelineDenoiser(model, last=n), scheduler=scheduler)
+    denoiser = PipelineDenoiser(model, last=n)
+    pipe = LLaDA2Pipeline(model=denoiser, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     items: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(histories)
     confidences: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(histories)
@@ -123,6 +130,7 @@ def generate(model, histories: list[np.ndarray], n: int, *, steps: int, temperat
             if len(h):
                 prompt[r, prompt_length - len(h):] = torch.from_numpy(h)
         committed = torch.zeros(len(rows), n)
+        denoiser.forbidden = seen_matrix([histories[i] for i in rows], model.num_items + 2)
 
         def record(pipeline, global_step, step, tensors):
             committed[tensors["transfer_index"]] = tensors["sampled_probs"][tensors["transfer_index"]].float().cpu()
@@ -173,6 +181,7 @@ def infill(model, sequences: list[np.ndarray], *, steps: int, temperature: float
         for r, s in enumerate(chunk):
             if len(s):
                 x[r, length - len(s):] = torch.from_numpy(np.where(s == MISSING, model.mask_id, s))
+        denoiser.forbidden = seen_matrix(sequences[start:start + batch_size], model.num_items + 2)
         gaps = int((x == model.mask_id).sum(1).max())
         conf = torch.full(x.shape, float("nan"))
         if gaps:
@@ -192,6 +201,16 @@ def infill(model, sequences: list[np.ndarray], *, steps: int, temperature: float
             filled.append(rows[r, length - len(s):] if len(s) else s)
             confidences.append(conf[r, length - len(s):].numpy() if len(s) else np.zeros(0, dtype=np.float32))
     return Generated(filled, confidences, time.perf_counter() - started)
+
+
+def seen_matrix(histories: list[np.ndarray], width: int) -> torch.Tensor:
+    """[B, width] True at every item of each history (the ``MISSING`` marker and out-of-range ids ignored)."""
+    seen = torch.zeros(len(histories), width, dtype=torch.bool)
+    for r, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)
+        h = h[(h > 0) & (h < width)]
+        seen[r, torch.from_numpy(h)] = True
+    return seen
 
 
 def _clean(tokens: np.ndarray, conf: np.ndarray, history: np.ndarray, num_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,8 +268,8 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     models' HR/NDCG. Novelty: share of long-tail items and mean self-information
     of the items' training popularity; ``ild``: intra-list diversity (1 - mean
     pairwise cosine of ``vectors``); ``coverage``: share of the catalogue in
-    any list. ``n`` names the cut-off in the keys (default: the longest list);
-    a list may be shorter (``mean_list_length``). With confidences: expected calibration error over equal-count
+    any list. ``n`` is the cut-off (default: the longest list): it names the
+    keys and divides the precision; a list may be shorter (``mean_list_length``). With confidences: expected calibration error over equal-count
     bins (does an item given p come true with frequency p?).
     """
     from models.evaluate import long_tail_items
@@ -259,6 +278,7 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     tail = long_tail_items(item_counts, head_share)
     total = max(int(item_counts.sum()), 1)
     information = -np.log2((item_counts + 1) / (total + len(item_counts)))
+    n_cut = n or max((len(x) for x in lists), default=0)
     hits, precision, recall, ndcg, next_hit, next_ndcg = [], [], [], [], [], []
     tail_share, novelty, ild, conf_all, hit_all = [], [], [], [], []
     skipped = 0
@@ -282,7 +302,7 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
         discounts = 1 / np.log2(np.arange(2, len(items) + 2))
         ideal = discounts[: min(len(relevant), len(items))].sum() if len(items) else 0.0
         hits.append(float(gains.any()))
-        precision.append(float(gains.sum() / max(len(items), 1)))
+        precision.append(float(gains.sum() / max(n_cut, 1)))
         recall.append(float(gains.sum() / len(relevant)))
         ndcg.append(float((gains * discounts).sum() / ideal) if ideal else 0.0)
         first = int(data.targets[u])
@@ -292,7 +312,7 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
         if confidences is not None:
             conf_all.extend(confidences[u].tolist())
             hit_all.extend(gains.tolist())
-    n = n or max((len(x) for x in lists), default=0)
+    n = n_cut
     mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
     out = {f"hit_{n}": mean(hits), f"precision_{n}": mean(precision), f"recall_{n}": mean(recall), f"ndcg_{n}": mean(ndcg),
            f"next_hr_{n}": mean(next_hit), f"next_ndcg_{n}": mean(next_ndcg), "long_tail_share": mean(tail_share),
@@ -301,6 +321,44 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     if confidences is not None:
         out.update(calibration(np.asarray(conf_all), np.asarray(hit_all), bins))
     return out
+
+
+def list_hits(lists: list[np.ndarray], data: EvalSet) -> list[np.ndarray]:
+    """Per user and listed item: did the user do it in the evaluated period (``data.futures``, else the target)?"""
+    futures = data.futures if data.futures is not None else [np.asarray([t]) for t in data.targets]
+    return [np.isin(items, future).astype(np.float64) for items, future in zip(lists, futures, strict=True)]
+
+
+@dataclass
+class Calibrator:
+    """A monotone map from commit confidence to the observed chance that the item comes true (isotonic regression).
+
+    Fitted on validation users: the raw confidence is the probability of one
+    slot, not of the item being among the user's next behaviours, so it is
+    usually far too low (or too high) as that probability.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def fit(cls, confidence: np.ndarray, hit: np.ndarray) -> Calibrator:
+        if len(confidence) == 0:
+            return cls(np.asarray([0.0, 1.0]), np.asarray([0.0, 1.0]))
+        order = np.argsort(confidence, kind="stable")
+        blocks: list[list[float]] = []  # [sum of hits, count, largest confidence]
+        for c, h in zip(confidence[order].tolist(), hit[order].tolist(), strict=True):
+            blocks.append([h, 1.0, c])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+                h2, n2, c2 = blocks.pop()
+                blocks[-1] = [blocks[-1][0] + h2, blocks[-1][1] + n2, c2]
+        return cls(np.asarray([b[2] for b in blocks]), np.asarray([b[0] / b[1] for b in blocks]))
+
+    def __call__(self, confidence: np.ndarray) -> np.ndarray:
+        return np.interp(confidence, self.x, self.y).astype(np.float32)
+
+    def summary(self) -> dict:
+        return {"points": len(self.x), "confidence": self.x.round(6).tolist()[:50], "probability": self.y.round(6).tolist()[:50]}
 
 
 def calibration(confidence: np.ndarray, hit: np.ndarray, bins: int = 10) -> dict[str, float]:
@@ -337,25 +395,31 @@ def generate_beyond_log(settings: Settings, ds: str, progress: bool | None = Fal
 
     users = current_histories(settings, ds)
     served = generate(model, users["histories"], cfg.items, **options)
+    validated = generate(model, data.valid.histories, cfg.items, **options)
     tested = generate(model, data.test.histories, cfg.items, **options)
+    calibrator = Calibrator.fit(np.concatenate([np.zeros(0), *validated.confidences]),
+                                np.concatenate([np.zeros(0), *list_hits(validated.items, data.valid)]))
     counts = data.item_counts()
     vectors = model.backbone.items.table()[: data.num_items + 1].detach().cpu().numpy()
-    quality = {"diffusion": evaluate_lists(tested.items, data.test, counts, head_share=settings.training.head_share, n=cfg.items,
-                                           confidences=tested.confidences, vectors=vectors),
-               "popularity": evaluate_lists(popularity_lists(counts, data.test.histories, cfg.items), data.test, counts,
-                                            head_share=settings.training.head_share, n=cfg.items, vectors=vectors)}
+    evaluated = {"head_share": settings.training.head_share, "n": cfg.items, "vectors": vectors}
+    quality = {"diffusion": evaluate_lists(tested.items, data.test, counts, confidences=tested.confidences, **evaluated),
+               "diffusion_calibrated": evaluate_lists(tested.items, data.test, counts,
+                                                      confidences=[calibrator(c) for c in tested.confidences], **evaluated),
+               "popularity": evaluate_lists(popularity_lists(counts, data.test.histories, cfg.items), data.test, counts, **evaluated)}
     with lake.atomic_dir(lake.path(Dataset.BEYOND_LOG, ds)) as staging:
-        _write_users(staging / USERS, ds, users, served, data.item_ids, result.run_id)
+        _write_users(staging / USERS, ds, users, served, calibrator, data.item_ids, result.run_id)
         if settings.training.beyond_log:
-            _write_splits(staging / SPLITS, model, data, cfg.items, options)
+            prefixes = generate(model, [s[:-1] for s in data.train], cfg.items, **options)
+            _write_splits(staging / SPLITS, data, {"train": prefixes, "valid": validated, "test": tested})
     summary = {"ds": ds, "users": len(served), "users_with_items": sum(len(x) > 0 for x in served.items),
                "items_per_user": float(np.mean([len(x) for x in served.items])) if len(served) else 0.0,
                "users_per_second": len(served) / max(served.seconds, 1e-9), "denoiser": result.summary(),
-               "knowledge_coverage": coverage, "test_quality": quality, "splits_written": settings.training.beyond_log}
+               "knowledge_coverage": coverage, "test_quality": quality, "calibration": calibrator.summary(),
+               "splits_written": settings.training.beyond_log}
     lake.write_json(lake.path(Dataset.REPORTS, ds, "generate_beyond_log.json"), summary)
     if result.run_id:
         _track(settings, result.run_id, summary)
-    return {k: v for k, v in summary.items() if k != "test_quality"} | {
+    return {k: v for k, v in summary.items() if k not in ("test_quality", "calibration")} | {
         "test_hit": quality["diffusion"][f"hit_{cfg.items}"], "popularity_test_hit": quality["popularity"][f"hit_{cfg.items}"]}
 
 
@@ -381,8 +445,9 @@ def current_histories(settings: Settings, ds: str) -> dict:
             "histories": histories}
 
 
-def _write_users(folder, ds: str, users: dict, generated: Generated, item_ids: list[str], run_id: str | None) -> None:
-    """One row per user: the generated items (external and dense ids) and confidences, stamped for Feast."""
+def _write_users(folder, ds: str, users: dict, generated: Generated, calibrator: Calibrator, item_ids: list[str],
+                 run_id: str | None) -> None:
+    """One row per user: the generated items (external and dense ids), calibrated and raw confidences, stamped for Feast."""
     import datetime as dt
 
     import pyarrow as pa
@@ -396,7 +461,8 @@ def _write_users(folder, ds: str, users: dict, generated: Generated, item_ids: l
         "user_idx": pa.array(users["user_idx"], pa.int64()),
         "item_ids": pa.array([[item_ids[i] for i in items.tolist()] for items in generated.items], pa.list_(pa.string())),
         "item_idx": pa.array([items.tolist() for items in generated.items], pa.list_(pa.int64())),
-        "confidences": pa.array([c.tolist() for c in generated.confidences], pa.list_(pa.float32())),
+        "confidences": pa.array([calibrator(c).tolist() for c in generated.confidences], pa.list_(pa.float32())),
+        "raw_confidences": pa.array([c.tolist() for c in generated.confidences], pa.list_(pa.float32())),
         "history_length": pa.array([len(h) for h in users["histories"]], pa.int32()),
         # Feast's event time: the day's logs are complete at the end of ds.
         "event_timestamp": pa.array([available] * n, pa.timestamp("us", tz="UTC")),
@@ -406,17 +472,14 @@ def _write_users(folder, ds: str, users: dict, generated: Generated, item_ids: l
     pq.write_table(table, folder / "part-00000.parquet")
 
 
-def _write_splits(folder, model, data: SequenceData, n: int, options: dict) -> None:
+def _write_splits(folder, data: SequenceData, generated: dict[str, Generated]) -> None:
     """Generated items for each training prefix (all but the newest item) and each validation and test history."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    digest = data.digest()
     columns = {"split": [], "row": [], "item_idx": [], "confidences": []}
-    for split, histories in (("train", [s[:-1] for s in data.train]), ("valid", data.valid.histories),
-                             ("test", data.test.histories)):
-        out = generate(model, histories, n, **options)
+    for split, out in generated.items():
         columns["split"] += [split] * len(out)
         columns["row"] += list(range(len(out)))
         columns["item_idx"] += [x.tolist() for x in out.items]
@@ -424,7 +487,7 @@ def _write_splits(folder, model, data: SequenceData, n: int, options: dict) -> N
     table = pa.table({"split": pa.array(columns["split"], pa.string()), "row": pa.array(columns["row"], pa.int64()),
                       "item_idx": pa.array(columns["item_idx"], pa.list_(pa.int64())),
                       "confidences": pa.array(columns["confidences"], pa.list_(pa.float32())),
-                      "splits_digest": pa.array([digest] * len(columns["row"]), pa.string())})
+                      "splits_digest": pa.array([data.digest()] * len(columns["row"]), pa.string())})
     pq.write_table(table, folder / "part-00000.parquet")
 
 

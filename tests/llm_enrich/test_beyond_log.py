@@ -76,6 +76,12 @@ def test_generation_never_emits_padding_mask_or_seen_items():
             assert len(set(items.tolist())) == len(items) <= min(5, 9 - len(history))
     with pytest.raises(ValueError, match="no room"):
         generate(model, histories, 12, steps=1)
+    # Histories longer than the window the denoiser reads (12 - 5 = 7 items): older items stay forbidden.
+    wide = build_model("diffusion", cfg, 40).eval()
+    long = [rng.choice(np.arange(1, 41), size=30, replace=False) for _ in range(20)]
+    out = generate(wide, long, 5, steps=5)
+    for history, items in zip(long, out.items, strict=True):
+        assert not set(items.tolist()) & set(history.tolist()) and len(items) == 5  # one commit a step: no repeats
 
 
 def test_list_metrics_match_a_hand_computed_example():
@@ -151,13 +157,15 @@ def test_the_daily_task_writes_feast_ready_rows_and_feeds_the_candidates(tmp_pat
     users = pq.read_table(lake.path(Dataset.BEYOND_LOG, ds, "users")).to_pylist()
     sequences = {r["user_idx"]: r["items"] for r in pq.read_table(lake.path(Dataset.CURATED_SEQUENCES, ds)).to_pylist()}
     for row in users:
-        assert 1 <= len(row["item_idx"]) <= 3 and len(row["confidences"]) == len(row["item_idx"])
+        assert 1 <= len(row["item_idx"]) <= 3 and len(row["confidences"]) == len(row["raw_confidences"]) == len(row["item_idx"])
+        assert all(0 <= c <= 1 for c in row["confidences"])
         assert not set(row["item_idx"]) & set(sequences[row["user_idx"]])
         assert row["item_ids"] == [f"i{i}" for i in row["item_idx"]]
         assert str(row["event_timestamp"]) == "2024-01-03 00:00:00+00:00"
     report = lake.read_json(lake.path(Dataset.REPORTS, ds, "generate_beyond_log.json"))
     quality = report["test_quality"]
     assert quality["diffusion"]["hit_3"] > quality["popularity"]["hit_3"]  # cycles are learnable, popularity is flat
+    assert quality["diffusion_calibrated"]["hit_3"] == quality["diffusion"]["hit_3"] and report["calibration"]["points"] >= 1
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     [run] = mlflow.search_runs(experiment_names=["reaflow-beyond-log"], output_format="list")
     assert run.info.run_id == users[0]["denoiser_run_id"] and "diffusion_test_hit_3" in run.data.metrics
@@ -191,3 +199,19 @@ def test_gaps_inside_a_history_are_filled_with_the_missing_items(cycle_denoiser)
         conf = out.confidences[s]
         assert np.isfinite(conf[[2, 5]]).all() and np.isnan(np.delete(conf, [2, 5])).all()
         assert len(set(out.items[s].tolist())) == 8  # a fill never repeats an item of the row
+
+
+def test_the_calibrator_is_monotone_and_matches_observed_rates():
+    from llm_enrich.beyond_log import Calibrator, list_hits
+
+    rng = np.random.default_rng(5)
+    raw = rng.random(20_000) * 0.02  # per-slot probabilities: far below the real chance of a hit
+    hit = (rng.random(20_000) < raw * 20).astype(float)  # the true chance is 20x the raw confidence
+    calibrator = Calibrator.fit(raw, hit)
+    mapped = calibrator(np.linspace(0, 0.02, 50))
+    assert np.all(np.diff(mapped) >= 0)
+    assert calibration(calibrator(raw), hit)["ece"] < 0.02 < calibration(raw, hit)["ece"]
+    assert calibrator(np.asarray([0.01]))[0] == pytest.approx(0.2, abs=0.03)
+    assert Calibrator.fit(np.asarray([]), np.asarray([]))(np.asarray([0.3]))[0] == pytest.approx(0.3)
+    data = EvalSet([np.asarray([1])], np.asarray([4]), [np.asarray([4, 6])])
+    assert list_hits([np.asarray([6, 2, 4])], data)[0].tolist() == [1.0, 0.0, 1.0]
