@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from tables import mean_std
 
 
 def load(name: str, args):
@@ -136,14 +136,6 @@ def downstream(job: dict) -> dict:
     return summary
 
 
-def cell(values: list[float]) -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data")
@@ -189,20 +181,20 @@ def main() -> None:
         lines.append("|---" * (len(keys) + 1) + "|")
         methods = list(mine[0]["quality"])
         for method in methods:
-            lines.append(f"| {method} | " + " | ".join(cell([p["quality"][method].get(k, float('nan')) for p in mine]) for k in keys) + " |")
+            lines.append(f"| {method} | " + " | ".join(mean_std([p["quality"][method].get(k, float('nan')) for p in mine]) for k in keys) + " |")
         sasrec_lists = [r["lists"] for r in runs if r["dataset"] == dataset and "lists" in r]
         if sasrec_lists:
-            lines.append("| sasrec top-N | " + " | ".join(cell([x.get(k, float('nan')) for x in sasrec_lists]) for k in keys) + " |")
+            lines.append("| sasrec top-N | " + " | ".join(mean_std([x.get(k, float('nan')) for x in sasrec_lists]) for k in keys) + " |")
         lines.append("\n| model | inputs | NDCG@10 | HR@10 | NDCG@10 seen rm | history 1-4 NDCG@10 (users) | history 5-9 NDCG@10 |")
         lines.append("|---|---|---|---|---|---|---|")
         for model in args.models:
             for variant in ("plain", "beyond-log"):
                 tests = [r["test"] for r in runs if r["dataset"] == dataset and r["model"] == model and r["variant"] == variant]
                 short_users = tests[0].get("len_1_4_users", 0) if tests else 0
-                lines.append(f"| {model} | {variant} | {cell([t['ndcg_10'] for t in tests])} | {cell([t['hr_10'] for t in tests])} | "
-                             f"{cell([t['ndcg_10_seen_removed'] for t in tests])} | "
-                             f"{cell([t.get('len_1_4_ndcg_10', float('nan')) for t in tests])} ({short_users}) | "
-                             f"{cell([t.get('len_5_9_ndcg_10', float('nan')) for t in tests])} |")
+                lines.append(f"| {model} | {variant} | {mean_std([t['ndcg_10'] for t in tests])} | {mean_std([t['hr_10'] for t in tests])} | "
+                             f"{mean_std([t['ndcg_10_seen_removed'] for t in tests])} | "
+                             f"{mean_std([t.get('len_1_4_ndcg_10', float('nan')) for t in tests])} ({short_users}) | "
+                             f"{mean_std([t.get('len_5_9_ndcg_10', float('nan')) for t in tests])} |")
     table = "\n".join(lines)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

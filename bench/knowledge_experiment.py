@@ -25,8 +25,9 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
-import statistics
 from pathlib import Path
+
+from tables import mean_std
 
 DS = "2024-01-01"  # logical date of the experiment's lake partitions
 REPRESENTATIONS = ("id", "metadata", "knowledge")
@@ -119,13 +120,6 @@ def run_one(job: dict) -> dict:
     return {**job, "result": json.loads((folder / "result.json").read_text())}
 
 
-def cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.4f} ± {std:.4f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data")
@@ -176,7 +170,7 @@ def main() -> None:
                 tests = results.get((dataset, model, rep), [])
                 if tests:
                     lines.append(f"| {model} | {rep} | {len(tests)} | " + " | ".join(
-                        cell([t[k] for t in tests if k in t]) for k in
+                        mean_std([t[k] for t in tests if k in t]) for k in
                         ("ndcg_10", "ndcg_10_seen_removed", "hr_10", "rare_ndcg_10", "rare_hr_10")) + " |")
     table = "\n".join(lines)
     (out / "summary.json").write_text(json.dumps({"prepared": prepared, "settings": vars(args),
