@@ -89,9 +89,10 @@ class PipelineDenoiser(nn.Module):
         floor = torch.finfo(logits.dtype).min
         present = torch.zeros(input_ids.shape[0], logits.shape[-1], dtype=torch.bool, device=logits.device)
         present.scatter_(1, input_ids, True)
+        present[:, [0, self.model.mask_id]] = True  # -inf from the denoiser: made finite here
         if self.forbidden is not None:
             present |= self.forbidden.to(present.device)
-        logits = logits.masked_fill(present[:, None, :], floor).nan_to_num(neginf=floor)
+        logits.masked_fill_(present[:, None, :], floor)
         if self.last is None and first:
             logits = torch.cat([logits.new_full((logits.shape[0], first, logits.shape[-1]), floor), logits], dim=1)
         return SimpleNamespace(logits=logits)
@@ -395,17 +396,19 @@ def generate_beyond_log(settings: Settings, ds: str, progress: bool | None = Fal
 
     users = current_histories(settings, ds)
     served = generate(model, users["histories"], cfg.items, **options)
-    validated = generate(model, data.valid.histories, cfg.items, **options)
-    tested = generate(model, data.test.histories, cfg.items, **options)
+    sample = 0 if settings.training.beyond_log else cfg.eval_users
+    valid, test = (split.sample(sample, settings.training.seed) if sample else split for split in (data.valid, data.test))
+    validated = generate(model, valid.histories, cfg.items, **options)
+    tested = generate(model, test.histories, cfg.items, **options)
     calibrator = Calibrator.fit(np.concatenate([np.zeros(0), *validated.confidences]),
-                                np.concatenate([np.zeros(0), *list_hits(validated.items, data.valid)]))
+                                np.concatenate([np.zeros(0), *list_hits(validated.items, valid)]))
     counts = data.item_counts()
     vectors = model.backbone.items.table()[: data.num_items + 1].detach().cpu().numpy()
     evaluated = {"head_share": settings.training.head_share, "n": cfg.items, "vectors": vectors}
-    quality = {"diffusion": evaluate_lists(tested.items, data.test, counts, confidences=tested.confidences, **evaluated),
-               "diffusion_calibrated": evaluate_lists(tested.items, data.test, counts,
+    quality = {"diffusion": evaluate_lists(tested.items, test, counts, confidences=tested.confidences, **evaluated),
+               "diffusion_calibrated": evaluate_lists(tested.items, test, counts,
                                                       confidences=[calibrator(c) for c in tested.confidences], **evaluated),
-               "popularity": evaluate_lists(popularity_lists(counts, data.test.histories, cfg.items), data.test, counts, **evaluated)}
+               "popularity": evaluate_lists(popularity_lists(counts, test.histories, cfg.items), test, counts, **evaluated)}
     with lake.atomic_dir(lake.path(Dataset.BEYOND_LOG, ds)) as staging:
         _write_users(staging / USERS, ds, users, served, calibrator, data.item_ids, result.run_id)
         if settings.training.beyond_log:

@@ -147,6 +147,9 @@ class BeyondLogSettings(_Section):
     temperature: float = Field(0.0, ge=0)
     #: Histories per generation batch.
     batch_size: int = Field(256, ge=1)
+    #: Validation and test users generated for to calibrate and evaluate, a fixed random sample (0: all; all anyway
+    #: when training.beyond_log needs their rows).
+    eval_users: int = Field(2000, ge=0)
     #: Training epochs of the denoiser (the other training settings are ``training.*``; architecture ``model.*``).
     max_epochs: int = Field(10, ge=1)
 

@@ -215,3 +215,20 @@ def test_the_calibrator_is_monotone_and_matches_observed_rates():
     assert Calibrator.fit(np.asarray([]), np.asarray([]))(np.asarray([0.3]))[0] == pytest.approx(0.3)
     data = EvalSet([np.asarray([1])], np.asarray([4]), [np.asarray([4, 6])])
     assert list_hits([np.asarray([6, 2, 4])], data)[0].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_without_beyond_log_inputs_the_task_evaluates_a_sample_and_writes_no_split_rows(tmp_path):
+    from llm_enrich.beyond_log import generate_beyond_log
+    from reaflow.lake import Dataset, Lake
+
+    ds = "2024-01-02"
+    settings = tiny_settings(tmp_path)
+    settings.beyond_log.items, settings.beyond_log.max_epochs, settings.beyond_log.eval_users = 3, 2, 30
+    write_cycle_lake(settings, ds)
+    summary = generate_beyond_log(settings, ds)
+    assert summary["users"] == 120 and not summary["splits_written"]
+    lake = Lake.from_settings(settings)
+    report = lake.read_json(lake.path(Dataset.REPORTS, ds, "generate_beyond_log.json"))
+    evaluated = report["test_quality"]["diffusion"]
+    assert evaluated["users"] + evaluated["users_without_new_items"] == 30
+    assert lake.files(lake.path(Dataset.BEYOND_LOG, ds, "splits"), ".parquet") == []
