@@ -323,3 +323,20 @@ def test_sweeps_are_logged_with_their_plot(make_settings):
 def test_sports_loads_with_the_published_counts():
     data = load_benchmark("amazon-sports", SHARED_DATA)
     assert data.num_items == 18357 and len(data.test) == 35598
+
+
+def test_generated_items_follow_the_history_as_marked_inputs():
+    from models.data import history_batches
+
+    sequences = [np.asarray([1, 2, 3, 4]), np.asarray([5, 6, 7])]
+    contexts = [np.asarray([8, 9]), np.asarray([], dtype=np.int64)]
+    batch = train_batches(sequences, 2, 50, 0, 0, contexts)[0]
+    rows = {tuple(r[r > 0].tolist()): i for i, r in enumerate(batch.items)}
+    first, second = rows[(1, 2, 3, 8, 9)], rows[(5, 6)]
+    # All but the newest item, then the generated items; the last of them predicts the newest item (4).
+    assert batch.items[first].tolist() == [1, 2, 3, 8, 9] and batch.targets[first].tolist() == [2, 3, 4, 0, 4]
+    assert batch.token_types[first].tolist() == [0, 0, 0, 1, 1]
+    assert batch.targets[second][-2:].tolist() == [6, 7] and batch.token_types[second].sum() == 0  # nothing generated
+    # Scoring: the generated items after the history; the window keeps them and drops the oldest history items.
+    [(order, scored)] = history_batches([np.asarray([1, 2, 3, 4, 5])], 8, 4, [np.asarray([8, 9])])
+    assert scored.items[0].tolist() == [4, 5, 8, 9] and scored.token_types[0].tolist() == [0, 0, 1, 1]
