@@ -18,7 +18,8 @@ carries on):
    as marked inputs (same seeds), reported overall and for short histories.
 
     python bench/beyond_log_experiment.py --datasets ml-100k --seeds 1 2 3
-    python bench/beyond_log_experiment.py --datasets amazon-beauty --users 3000 --seeds 1
+    python bench/beyond_log_experiment.py --datasets amazon-beauty --seeds 1 --eval-users 2000 --default-steps 5 \
+        --loss sampled --prepare-threads 2 --epochs 15 --patience 3 --denoiser-epochs 30 --batch-size 256
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def settings_for(args, folder: Path, seed: int, **model):
     from reaflow.settings import load_settings
 
     return load_settings(lake_root=str(folder / "lake"), state_dir=str(folder / "state"),
-                         model={"loss": "full", **model},
+                         model={"loss": args.loss, **model},
                          training={"seed": seed, "max_epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                                    "batch_size": args.batch_size, "warmup_steps": args.warmup_steps, "threads": 1})
 
@@ -64,8 +65,8 @@ def prepare(job: dict) -> dict:
     from models.data import without_newest
     from models.train import train
 
-    torch.set_num_threads(1)
     args = argparse.Namespace(**job["args"])
+    torch.set_num_threads(args.prepare_threads)
     folder = Path(args.out) / job["dataset"] / f"seed{job['seed']}"
     done = folder / "prepare.json"
     if done.exists():
@@ -74,17 +75,19 @@ def prepare(job: dict) -> dict:
     settings = settings_for(args, folder, job["seed"])
     settings.training.max_epochs = args.denoiser_epochs
     result = train(settings, "diffusion", without_newest(data), folder / "denoiser", track=False, progress=False)
+    torch.set_num_threads(args.prepare_threads)  # the trainer set training.threads
     model = result.model
+    test = data.test.sample(args.eval_users, job["seed"]) if args.eval_users else data.test
     counts = data.item_counts()
     vectors = model.backbone.items.table()[: data.num_items + 1].detach().numpy()
     quality = {}
     for steps in args.steps:
-        out = generate(model, data.test.histories, args.items, steps=steps, seed=job["seed"])
+        out = generate(model, test.histories, args.items, steps=steps, seed=job["seed"])
         quality[f"diffusion-steps{steps}"] = {
-            **evaluate_lists(out.items, data.test, counts, head_share=settings.training.head_share, n=args.items,
+            **evaluate_lists(out.items, test, counts, head_share=settings.training.head_share, n=args.items,
                              confidences=out.confidences, vectors=vectors),
             "users_per_second": len(out) / out.seconds}
-    quality["popularity"] = evaluate_lists(popularity_lists(counts, data.test.histories, args.items), data.test, counts,
+    quality["popularity"] = evaluate_lists(popularity_lists(counts, test.histories, args.items), test, counts,
                                            head_share=settings.training.head_share, n=args.items, vectors=vectors)
     contexts, confidences = {}, {}
     for split, histories in (("train", [s[:-1] for s in data.train]), ("valid", data.valid.histories),
@@ -95,7 +98,7 @@ def prepare(job: dict) -> dict:
                                 np.concatenate([np.zeros(0), *list_hits(contexts["valid"], data.valid)]))
     quality[f"diffusion-steps{args.default_steps}-calibrated"] = evaluate_lists(
         contexts["test"], data.test, counts, head_share=settings.training.head_share, n=args.items,
-        confidences=[calibrator(c) for c in confidences["test"]], vectors=vectors)
+        confidences=[calibrator(c) for c in confidences["test"]], vectors=vectors)  # every test user
     np.savez(folder / "contexts.npz", **{f"{split}_{i}": c for split, rows in contexts.items() for i, c in enumerate(rows)})
     report = {"dataset": job["dataset"], "seed": job["seed"], "data": data.summary(), "denoiser": result.summary(),
               "quality": quality}
@@ -128,9 +131,10 @@ def downstream(job: dict) -> dict:
     summary = {**{k: job[k] for k in ("dataset", "seed", "model", "variant")}, "test": result.test,
                "epochs": result.epochs_run, "seconds": time.perf_counter() - started}
     if job["model"] == "sasrec" and job["variant"] == "plain":
-        lists = model_lists(result.model, data.test.histories, args.items)
+        test = data.test.sample(args.eval_users, job["seed"]) if args.eval_users else data.test  # the users of the steps table
+        lists = model_lists(result.model, test.histories, args.items)
         vectors = result.model.backbone.items.table().detach().numpy()
-        summary["lists"] = evaluate_lists(lists, data.test, data.item_counts(), head_share=settings.training.head_share,
+        summary["lists"] = evaluate_lists(lists, test, data.item_counts(), head_share=settings.training.head_share,
                                           n=args.items, vectors=vectors)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -145,7 +149,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--items", type=int, default=10)
     parser.add_argument("--steps", nargs="+", type=int, default=[1, 2, 5, 10])
-    parser.add_argument("--default-steps", type=int, default=10)
+    parser.add_argument("--default-steps", type=int, default=10, help="Steps of the items the recommenders read.")
+    parser.add_argument("--eval-users", type=int, default=0, help="Test users of the steps table, a fixed sample (0: all).")
+    parser.add_argument("--loss", choices=["full", "sampled"], default="full", help="The recommenders' loss (model.loss).")
+    parser.add_argument("--prepare-threads", type=int, default=1, help="torch threads of the denoiser and its generation.")
     parser.add_argument("--denoiser-epochs", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, default=6)
