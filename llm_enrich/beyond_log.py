@@ -163,8 +163,8 @@ def infill(model, sequences: list[np.ndarray], *, steps: int, temperature: float
     Runs ``BlockRefinementScheduler`` over the whole sequence; its schedule is
     sized to the most gaps in the batch, so each step commits an even share of
     them. Returns the completed sequences and per position the confidence of
-    a filled item (NaN where the item was given). Each sequence is read as its
-    newest ``max_len`` positions.
+    a filled item (NaN where the item was given). The denoiser reads a
+    sequence's newest ``max_len`` positions; gaps older than that stay as given.
     """
     from diffusers import BlockRefinementScheduler
 
@@ -198,9 +198,11 @@ def infill(model, sequences: list[np.ndarray], *, steps: int, temperature: float
                 conf[out.transfer_index.cpu()] = out.sampled_probs[out.transfer_index].float().cpu()
                 x = out.prev_sample
         rows = x.cpu().numpy()
-        for r, s in enumerate(chunk):
-            filled.append(rows[r, length - len(s):] if len(s) else s)
-            confidences.append(conf[r, length - len(s):].numpy() if len(s) else np.zeros(0, dtype=np.float32))
+        for r, (s, whole) in enumerate(zip(chunk, sequences[start:start + batch_size], strict=True)):
+            older = np.asarray(whole[: len(whole) - len(s)], dtype=np.int64)  # beyond the window: kept as given
+            filled.append(np.concatenate([older, rows[r, length - len(s):] if len(s) else s]))
+            confidences.append(np.concatenate([np.full(len(older), np.nan, dtype=np.float32),
+                                               conf[r, length - len(s):].numpy() if len(s) else np.zeros(0, dtype=np.float32)]))
     return Generated(filled, confidences, time.perf_counter() - started)
 
 

@@ -191,7 +191,11 @@ def test_gaps_inside_a_history_are_filled_with_the_missing_items(cycle_denoiser)
         seq[[2, 5]] = MISSING
         sequences.append(seq)
     sequences.append(cycle(3, 5))  # nothing to fill: returned as given
+    older = np.concatenate([[MISSING], cycle(0, 16)])  # longer than the window (16): the oldest gap stays
+    sequences.append(older)
     out = infill(cycle_denoiser, sequences, steps=2)
+    assert np.array_equal(out.items[-1][1:], older[1:]) and out.items[-1][0] == MISSING and len(out.items[-1]) == 17
+    out.items.pop(), out.confidences.pop()
     exact = [np.array_equal(out.items[s], wanted[s]) for s in range(CATALOG)]
     assert np.mean(exact) >= 0.9
     assert np.array_equal(out.items[-1], cycle(3, 5)) and np.isnan(out.confidences[-1]).all()
