@@ -390,9 +390,11 @@ def generate_beyond_log(settings: Settings, ds: str, progress: bool | None = Fal
     lake = Lake.from_settings(settings)
     data = load_lake_splits(settings, ds, settings.training.protocol)
     knowledge, coverage = item_knowledge(settings, data)
+    threads = cfg.threads or torch.get_num_threads()  # before the trainer sets training.threads
     result = train(settings, "diffusion", without_newest(data), settings.state_dir / "beyond_log" / ds, knowledge=knowledge,
                    progress=progress, max_epochs=cfg.max_epochs, experiment_suffix="beyond-log")
     model = result.model
+    torch.set_num_threads(threads)
     options = {"steps": cfg.steps, "temperature": cfg.temperature, "seed": settings.training.seed,
                "batch_size": cfg.batch_size, "progress": progress}
 

@@ -147,6 +147,8 @@ class BeyondLogSettings(_Section):
     temperature: float = Field(0.0, ge=0)
     #: Histories per generation batch.
     batch_size: int = Field(256, ge=1)
+    #: torch intra-op threads of the generation (0: torch's default, every core; the denoiser trains with training.threads).
+    threads: int = Field(0, ge=0)
     #: Validation and test users generated for to calibrate and evaluate, a fixed random sample (0: all; all anyway
     #: when training.beyond_log needs their rows).
     eval_users: int = Field(2000, ge=0)
