@@ -1,7 +1,8 @@
 """Beyond-log behaviours from the masked-diffusion denoiser: are they right, how fast, and do they help the recommenders?
 
 Per dataset and seed (``--out``/<dataset>/seed<k>/, checkpointed, so a rerun
-carries on):
+carries on; removing ``prepare.json`` re-evaluates the lists with the saved
+``generated.npz``):
 
 1. the denoiser trains on the training sequences without their newest item
    (``models.data.without_newest``), early stopping on validation NDCG@10 of
@@ -90,8 +91,13 @@ def prepare(job: dict) -> dict:
     quality["popularity"] = evaluate_lists(popularity_lists(counts, test.histories, args.items), test, counts,
                                            head_share=settings.training.head_share, n=args.items, vectors=vectors)
     contexts, confidences = {}, {}
+    saved = np.load(folder / "generated.npz") if (folder / "generated.npz").exists() else None
     for split, histories in (("train", [s[:-1] for s in data.train]), ("valid", data.valid.histories),
                              ("test", data.test.histories)):
+        if saved is not None:  # a re-evaluation: the same items as the downstream runs read
+            contexts[split] = [saved[f"{split}_{i}"] for i in range(len(histories))]
+            confidences[split] = [saved[f"{split}_{i}_confidence"] for i in range(len(histories))]
+            continue
         out = generate(model, histories, args.items, steps=args.default_steps, seed=job["seed"])
         contexts[split], confidences[split] = out.items, out.confidences
     calibrator = Calibrator.fit(np.concatenate([np.zeros(0), *confidences["valid"]]),
@@ -99,7 +105,9 @@ def prepare(job: dict) -> dict:
     quality[f"diffusion-steps{args.default_steps}-calibrated"] = evaluate_lists(
         contexts["test"], data.test, counts, head_share=settings.training.head_share, n=args.items,
         confidences=[calibrator(c) for c in confidences["test"]], vectors=vectors)  # every test user
-    np.savez(folder / "contexts.npz", **{f"{split}_{i}": c for split, rows in contexts.items() for i, c in enumerate(rows)})
+    if saved is None:
+        np.savez(folder / "generated.npz", **{f"{split}_{i}": c for split, rows in contexts.items() for i, c in enumerate(rows)},
+                 **{f"{split}_{i}_confidence": c for split, rows in confidences.items() for i, c in enumerate(rows)})
     report = {"dataset": job["dataset"], "seed": job["seed"], "data": data.summary(), "denoiser": result.summary(),
               "quality": quality}
     done.write_text(json.dumps(report, indent=2))
@@ -122,7 +130,7 @@ def downstream(job: dict) -> dict:
         return json.loads((run / "summary.json").read_text())
     data = load(job["dataset"], args)
     if job["variant"] == "beyond-log":
-        saved = np.load(folder / "contexts.npz")
+        saved = np.load(folder / "generated.npz")
         sizes = {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)}
         data = with_beyond_log(data, *([saved[f"{s}_{i}"] for i in range(sizes[s])] for s in ("train", "valid", "test")))
     settings = settings_for(args, folder, job["seed"])

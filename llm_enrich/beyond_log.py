@@ -272,8 +272,10 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     of the items' training popularity; ``ild``: intra-list diversity (1 - mean
     pairwise cosine of ``vectors``); ``coverage``: share of the catalogue in
     any list. ``n`` is the cut-off (default: the longest list): it names the
-    keys and divides the precision; a list may be shorter (``mean_list_length``). With confidences: expected calibration error over equal-count
-    bins (does an item given p come true with frequency p?).
+    keys, divides the precision and sizes the ideal list of NDCG, so a shorter
+    list (``mean_list_length``) earns no advantage. With confidences: expected
+    calibration error over equal-count bins (does an item given p come true
+    with frequency p?).
     """
     from models.evaluate import long_tail_items
 
@@ -282,11 +284,13 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
     total = max(int(item_counts.sum()), 1)
     information = -np.log2((item_counts + 1) / (total + len(item_counts)))
     n_cut = n or max((len(x) for x in lists), default=0)
+    discounts = 1 / np.log2(np.arange(2, n_cut + 2))
     hits, precision, recall, ndcg, next_hit, next_ndcg = [], [], [], [], [], []
     tail_share, novelty, ild, conf_all, hit_all = [], [], [], [], []
     skipped = 0
     listed = set()
     for u, items in enumerate(lists):
+        items = items[:n_cut]
         seen = set(np.asarray(data.histories[u]).tolist())
         relevant = set(np.asarray(futures[u]).tolist()) - seen
         listed.update(items.tolist())
@@ -302,12 +306,11 @@ def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarr
             skipped += 1
             continue
         gains = np.asarray([i in relevant for i in items.tolist()], dtype=np.float64)
-        discounts = 1 / np.log2(np.arange(2, len(items) + 2))
-        ideal = discounts[: min(len(relevant), len(items))].sum() if len(items) else 0.0
+        ideal = discounts[: min(len(relevant), n_cut)].sum()  # a short list is judged against a full one
         hits.append(float(gains.any()))
         precision.append(float(gains.sum() / max(n_cut, 1)))
         recall.append(float(gains.sum() / len(relevant)))
-        ndcg.append(float((gains * discounts).sum() / ideal) if ideal else 0.0)
+        ndcg.append(float((gains * discounts[: len(items)]).sum() / ideal) if ideal else 0.0)
         first = int(data.targets[u])
         where = np.flatnonzero(items == first)
         next_hit.append(float(len(where) > 0))

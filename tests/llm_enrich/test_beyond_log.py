@@ -101,6 +101,10 @@ def test_list_metrics_match_a_hand_computed_example():
     # Calibration over the 4 confidences of the 2 evaluated users: [0.1 miss, 0.5 miss] and [0.5 miss, 0.9 hit].
     assert out["ece"] == pytest.approx(0.5 * 0.3 + 0.5 * abs(0.5 - 0.7))
     assert popularity_lists(counts, [np.asarray([1, 3])], 3)[0].tolist() == [2, 4, 5]
+    # A list shorter than the cut-off is judged against a full ideal list: one hit at rank 1 of 2 relevant items.
+    short = evaluate_lists([np.asarray([4])], EvalSet([np.asarray([1])], np.asarray([4]), [np.asarray([4, 6])]), counts,
+                           head_share=0.2, n=2)
+    assert short["ndcg_2"] == pytest.approx(1 / (1 + 1 / np.log2(3))) and short["precision_2"] == 0.5
     assert calibration(np.asarray([]), np.asarray([]))["ece"] != calibration(np.asarray([0.5]), np.asarray([1.0]))["ece"]
 
 
