@@ -502,12 +502,12 @@ def _write_splits(folder, data: SequenceData, generated: dict[str, Generated]) -
 
 
 def _track(settings: Settings, run_id: str, summary: dict) -> None:
-    """Generation figures in the denoiser's MLflow run."""
+    """Generation figures in the denoiser's MLflow run (settings as tags: a rerun with other steps may overwrite them)."""
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({f"beyond_log.{k}": v for k, v in settings.beyond_log.model_dump(mode="json").items()})
+        mlflow.set_tags({f"beyond_log.{k}": str(v) for k, v in settings.beyond_log.model_dump(mode="json").items()})
         numbers = {f"generate_{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for method, metrics in summary["test_quality"].items():
             numbers.update({f"{method}_test_{k}": float(v) for k, v in metrics.items() if np.isfinite(v)})

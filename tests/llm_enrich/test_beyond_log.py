@@ -173,6 +173,9 @@ def test_the_daily_task_writes_feast_ready_rows_and_feeds_the_candidates(tmp_pat
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     [run] = mlflow.search_runs(experiment_names=["reaflow-beyond-log"], output_format="list")
     assert run.info.run_id == users[0]["denoiser_run_id"] and "diffusion_test_hit_3" in run.data.metrics
+    settings.beyond_log.steps = 1  # generating again with other settings reuses the trained denoiser and its run
+    assert generate_beyond_log(settings, ds)["denoiser"]["run_id"] == run.info.run_id
+    settings.beyond_log.steps = 10
 
     # The candidates read the generated items as marked inputs.
     trained = train_candidate(settings, ds, "sasrec")
