@@ -384,12 +384,16 @@ def generate_beyond_log(settings: Settings, ds: str, progress: bool | None = Fal
     """Train the denoiser on the day's splits, generate each user's beyond-log items, evaluate, write the lake."""
     from models.data import item_knowledge, load_lake_splits, without_newest
     from models.train import train
+    from reaflow.errors import SettingsError
     from reaflow.lake import Dataset, Lake, ds_str
 
     ds = ds_str(ds)
     cfg = settings.beyond_log
     if not cfg.enabled:
         return {"ds": ds, "skipped": "beyond_log.enabled is false"}
+    if cfg.items >= settings.model.max_len:
+        raise SettingsError(f"invalid settings: beyond_log.items {cfg.items} leaves no room for the history in "
+                            f"model.max_len {settings.model.max_len}; generate fewer items")
     lake = Lake.from_settings(settings)
     data = load_lake_splits(settings, ds, settings.training.protocol)
     knowledge, coverage = item_knowledge(settings, data)

@@ -440,10 +440,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _generated_items_leave_room_for_history(self) -> Settings:
-        if self.beyond_log.items >= self.model.max_len:
-            raise ValueError(f"beyond_log.items {self.beyond_log.items} leaves no room for the history in model.max_len "
-                             f"{self.model.max_len}; generate fewer items")
+    def _beyond_log_inputs_need_generation(self) -> Settings:
         if self.training.beyond_log and not self.beyond_log.enabled:
             raise ValueError("training.beyond_log needs the items beyond_log generates; set beyond_log.enabled or turn it off")
         return self

@@ -52,7 +52,6 @@ def test_explicit_overrides_merge_with_file(tmp_path):
         ({"lake_root": "ftp://host/lake"}, "lake_root: lake_root 'ftp://host/lake' has an unknown scheme"),
         ({"llm": {"backend": "openai"}}, "needs llm.base_url"),
         ({"training": {"beyond_log": True}, "beyond_log": {"enabled": False}}, "training.beyond_log needs the items"),
-        ({"beyond_log": {"items": 50}}, "beyond_log.items 50 leaves no room"),
         ({"simulator": {"users": 0}}, "simulator.users:"),
         ({"spak": {}}, "spak: unknown setting"),
     ],
