@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: torch's own default on this machine, restored after every test.
+TORCH_THREADS = torch.get_num_threads()
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +20,13 @@ def _isolated_env(monkeypatch, tmp_path):
         if name.startswith("REAFLOW_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("REAFLOW_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Training and generation set torch's thread count for the whole process; no test inherits another's."""
+    yield
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture
