@@ -118,8 +118,9 @@ def downstream(job: dict) -> dict:
     """One recommender with or without the generated items; SASRec without them also gives its top-N lists."""
     import torch
 
-    from llm_enrich.beyond_log import evaluate_lists, model_lists
+    from llm_enrich.beyond_log import evaluate_lists
     from models.data import with_beyond_log
+    from models.serving import top_k
     from models.train import train
 
     torch.set_num_threads(1)
@@ -140,7 +141,7 @@ def downstream(job: dict) -> dict:
                "epochs": result.epochs_run, "seconds": time.perf_counter() - started}
     if job["model"] == "sasrec" and job["variant"] == "plain":
         test = data.test.sample(args.eval_users, job["seed"]) if args.eval_users else data.test  # the users of the steps table
-        lists = model_lists(result.model, test.histories, args.items)
+        lists = top_k(result.model.eval(), test.histories, args.items)[0]
         vectors = result.model.backbone.items.table().detach().numpy()
         summary["lists"] = evaluate_lists(lists, test, data.item_counts(), head_share=settings.training.head_share,
                                           n=args.items, vectors=vectors)

@@ -8,8 +8,9 @@ commits the most confident ones (an even share of the block per step). The
 denoiser seen by the pipeline (``PipelineDenoiser``) forbids, per row, the
 padding and mask tokens, every item of the user's whole history (also what is
 older than the window the denoiser reads) and every committed slot, so a user
-never gets an item they had, and a later step never repeats an earlier one. Two slots committed in the same step can still agree;
-the later duplicate is dropped, so a user gets up to ``n`` items. The
+never gets an item they had, and a later step never repeats an earlier one.
+Two slots committed in the same step can still agree; the later duplicate is
+dropped, so a user gets up to ``n`` items. The
 confidence of an item is the probability the denoiser gave it when it was
 committed. ``infill`` fills gaps inside a history the same way, with the
 scheduler driven directly.
@@ -240,23 +241,6 @@ def popularity_lists(item_counts: np.ndarray, histories: list[np.ndarray], n: in
 
 
 @torch.no_grad()
-def model_lists(model, histories: list[np.ndarray], n: int, batch_size: int = 512) -> list[np.ndarray]:
-    """A sequential model's top ``n`` unseen items per history (e.g. SASRec's top-N)."""
-    from models.data import history_batches
-    from models.evaluate import remove_seen
-
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(histories)
-    for rows, batch in history_batches(histories, batch_size, model.cfg.max_len):
-        scores = model.score(batch.to(device))
-        remove_seen(scores, [histories[i] for i in rows])
-        top = scores.topk(min(n, model.num_items), dim=1).indices.cpu().numpy()
-        for r, i in enumerate(rows):
-            out[i] = top[r]
-    return out
-
-
 # -- evaluation ---------------------------------------------------------------
 
 def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarray, *, head_share: float, n: int | None = None,

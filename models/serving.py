@@ -39,11 +39,28 @@ def load_bundle(path: str | Path):
     return model, saved["item_ids"]
 
 
-def recommend(model, item_ids: list[str], histories: list[list], k: int, exclude_seen: bool = True) -> tuple[list, list, list]:
-    """Top-k external ids and scores for each history; also the count of unknown ids per row."""
+def top_k(model, histories: list[np.ndarray], k: int, exclude_seen: bool = True,
+          batch_size: int = 256) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per history (item indices), the model's top-k item indices and their scores, seen items left out by default."""
     from models.data import history_batches
     from models.evaluate import remove_seen
 
+    device = next(model.parameters()).device
+    k = min(k, model.num_items)
+    indices: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(histories)
+    scores: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(histories)
+    for rows, batch in history_batches(histories, batch_size, model.cfg.max_len):
+        batch_scores = model.score(batch.to(device))
+        if exclude_seen:
+            remove_seen(batch_scores, [histories[i] for i in rows])
+        values, top = (t.cpu().numpy() for t in batch_scores.topk(k, dim=1))
+        for r, i in enumerate(rows):
+            indices[i], scores[i] = top[r], values[r]
+    return indices, scores
+
+
+def recommend(model, item_ids: list[str], histories: list[list], k: int, exclude_seen: bool = True) -> tuple[list, list, list]:
+    """Top-k external ids and scores for each history; also the count of unknown ids per row."""
     index = {item: i for i, item in enumerate(item_ids) if i > 0}
     encoded, unknown = [], []
     for history in histories:
@@ -51,18 +68,9 @@ def recommend(model, item_ids: list[str], histories: list[list], k: int, exclude
         known = [index[str(item)] for item in history if str(item) in index]
         encoded.append(np.asarray(known, dtype=np.int64))
         unknown.append(len(history) - len(known))
-    top_ids: list = [None] * len(histories)
-    top_scores: list = [None] * len(histories)
-    k = min(k, model.num_items)
-    for rows, batch in history_batches(encoded, 256, model.cfg.max_len):
-        scores = model.score(batch)
-        if exclude_seen:
-            remove_seen(scores, [encoded[i] for i in rows])
-        values, indices = scores.topk(k, dim=1)
-        for r, i in enumerate(rows):
-            top_ids[i] = [item_ids[j] for j in indices[r].tolist()]
-            top_scores[i] = [float(v) for v in values[r].tolist()]
-    return top_ids, top_scores, unknown
+    indices, scores = top_k(model, encoded, k, exclude_seen)
+    top_ids = [[item_ids[j] for j in row.tolist()] for row in indices]
+    return top_ids, [[float(v) for v in row.tolist()] for row in scores], unknown
 
 
 def _python_model_class():
