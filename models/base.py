@@ -72,15 +72,26 @@ class SequentialModel(nn.Module):
         return (states / (temperature or self.cfg.temperature)) @ table.T  # scale d columns, not N
 
     def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """Cross-entropy of the next item: over all items, or over shared uniform negatives (``loss: sampled``)."""
+        """Cross-entropy of the next item: over all items, or over uniform negatives (``loss: sampled``).
+
+        Sampled: every ``negative_group`` consecutive positions (0: the whole
+        batch) share one draw of ``negatives`` items, so a step pushes down
+        many more distinct items at the same number of dot products. A drawn
+        negative that is the position's own target is left out.
+        """
         temperature = temperature or self.cfg.temperature
         table = self.backbone.items.table()
         if self.cfg.loss == "full":
             return F.cross_entropy((states / temperature) @ table[1:].T, targets - 1)
-        negatives = torch.randint(1, self.num_items + 1, (self.cfg.negatives,), device=states.device)
+        n, hidden = states.shape
+        group = self.cfg.negative_group or n
+        groups = -(-n // group)
+        negatives = torch.randint(1, self.num_items + 1, (groups, self.cfg.negatives), device=states.device)
+        padded = F.pad(states, (0, 0, 0, groups * group - n)).view(groups, group, hidden)
+        negative = torch.bmm(padded, table[negatives].transpose(1, 2)).reshape(groups * group, -1)[:n]
+        own = negatives.repeat_interleave(group, dim=0)[:n]
+        negative = negative.masked_fill(own == targets[:, None], float("-inf"))
         positive = (states * table[targets]).sum(-1, keepdim=True)
-        negative = states @ table[negatives].T
-        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive, negative], dim=-1) / temperature
         return F.cross_entropy(logits, torch.zeros_like(targets))
 

@@ -263,9 +263,11 @@ class ModelSettings(_Section):
     max_len: int = Field(50, ge=2)
     #: Softmax temperature of every item distribution (logits are divided by it).
     temperature: float = Field(1.0, gt=0)
-    #: ``full``: cross-entropy over every item; ``sampled``: over ``negatives`` shared uniform negatives.
+    #: ``full``: cross-entropy over every item; ``sampled``: over ``negatives`` uniform negatives.
     loss: Literal["full", "sampled"] = "full"
     negatives: int = Field(256, ge=1)
+    #: Sampled loss: how many consecutive training positions share one draw of negatives (0: the whole batch).
+    negative_group: int = Field(0, ge=0)
     #: ReaRec: number of latent reasoning steps K.
     reasoning_steps: int = Field(2, ge=1)
     #: ReaRec-ERL: weight of the step-diversity (KL) reward.

@@ -137,6 +137,25 @@ def test_every_loss_term_is_finite_and_has_its_sign(name, loss):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("group", [0, 1, 2, 3])
+def test_sampled_loss_scores_each_group_of_positions_against_its_own_draw(group):
+    model = build_model("sasrec", small_config(loss="sampled", negatives=4, negative_group=group), 12)
+    states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
+    torch.manual_seed(7)
+    got = model.recommendation_loss(states, targets)
+    torch.manual_seed(7)
+    size = group or 5
+    draws = torch.randint(1, 13, (-(-5 // size), 4))
+    table = model.backbone.items.table()
+    expected = []
+    for p in range(5):
+        negatives = draws[p // size]
+        logits = torch.cat([(states[p] * table[targets[p]]).sum()[None], table[negatives] @ states[p]])
+        logits[1:][negatives == targets[p]] = float("-inf")  # a draw of the target itself is no negative
+        expected.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(got, torch.stack(expected).mean())
+
+
 def test_prl_contrastive_term_waits_for_warmup():
     model = build_model("rearec-prl", small_config(prl_cl_warmup_epochs=2), 12).train()
     model.epoch = 1
