@@ -240,7 +240,6 @@ def popularity_lists(item_counts: np.ndarray, histories: list[np.ndarray], n: in
     return out
 
 
-@torch.no_grad()
 # -- evaluation ---------------------------------------------------------------
 
 def evaluate_lists(lists: list[np.ndarray], data: EvalSet, item_counts: np.ndarray, *, head_share: float, n: int | None = None,
