@@ -257,8 +257,11 @@ class ModelSettings(_Section):
     heads: int = Field(2, ge=1)
     #: Width of the feed-forward block inside each Transformer layer.
     inner_size: int = Field(256, ge=8)
-    #: Dropout on embeddings, attention weights and hidden states.
+    #: Dropout on attention weights and hidden states (and on input tokens unless ``input_dropout`` is set).
     dropout: float = Field(0.3, ge=0, lt=1)
+    #: Dropout on input tokens: item embeddings and fed-back reasoning states (unset: ``dropout``).
+    #: The released ReaRec code uses 0.2 here whatever its hidden dropout.
+    input_dropout: float | None = Field(None, ge=0, lt=1)
     #: Longest history the model reads (older items are cut off).
     max_len: int = Field(50, ge=2)
     #: Softmax temperature of every item distribution (logits are divided by it).

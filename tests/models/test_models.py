@@ -164,6 +164,16 @@ def test_prl_contrastive_term_waits_for_warmup():
     assert "contrastive" in model.loss(batch())[1]
 
 
+def test_input_dropout_acts_on_input_tokens_alone():
+    """With hidden dropout off, training-mode states vary only when ``input_dropout`` is on."""
+    b = batch()
+    for input_dropout, varies in ((0.0, False), (0.5, True)):
+        model = build_model("rearec-erl", small_config(dropout=0.0, input_dropout=input_dropout), 12).train()
+        first, second = (torch.stack(model.states(b, everywhere=True)[0]) for _ in range(2))
+        assert (not torch.equal(first, second)) == varies
+    assert build_model("sasrec", small_config(dropout=0.3), 12).backbone.input_dropout.p == 0.3  # unset: dropout
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_rank_every_item_but_padding(name):
     model = build_model(name, small_config(), 12).eval()
