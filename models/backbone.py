@@ -120,7 +120,7 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer layer: x + attn(LN(x)), then x + FFN(LN(x))."""
+    """Transformer layer, pre-norm (x + attn(LN(x)), then x + FFN(LN(x))) or post-norm (LN(x + attn(x)), then LN(x + FFN(x)))."""
 
     def __init__(self, cfg: ModelSettings):
         super().__init__()
@@ -130,20 +130,33 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.inner_size), nn.GELU(),
                                  nn.Linear(cfg.inner_size, cfg.hidden_size))
         self.dropout = nn.Dropout(cfg.dropout)
+        self.post_norm = cfg.norm == "post"
 
     def forward_sequence(self, x, mask):
+        if self.post_norm:
+            y, k, v = self.attention.sequence(x, mask)
+            return self._post_ffn(x, y), k, v
         y, k, v = self.attention.sequence(self.norm1(x), mask)
-        x = x + self.dropout(y)
-        return x + self.dropout(self.ffn(self.norm2(x))), k, v
+        return self._pre_ffn(x, y), k, v
 
     def forward_reasoning(self, x, seq_k, seq_v, seq_mask, past):
+        if self.post_norm:
+            y, k, v = self.attention.reasoning(x, seq_k, seq_v, seq_mask, past)
+            return self._post_ffn(x, y), k, v
         y, k, v = self.attention.reasoning(self.norm1(x), seq_k, seq_v, seq_mask, past)
-        x = x + self.dropout(y)
-        return x + self.dropout(self.ffn(self.norm2(x))), k, v
+        return self._pre_ffn(x, y), k, v
+
+    def _pre_ffn(self, x, attended):
+        x = x + self.dropout(attended)
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+    def _post_ffn(self, x, attended):
+        x = self.norm1(x + self.dropout(attended))
+        return self.norm2(x + self.dropout(self.ffn(x)))
 
 
 class Backbone(nn.Module):
-    """SASRec encoder: item + position (+ type) embeddings, causal pre-norm Transformer, final LayerNorm.
+    """SASRec encoder: item + position (+ type) embeddings, causal Transformer (pre-norm with a final LayerNorm, or post-norm).
 
     ``token_types`` (optional, per input position) marks generated
     "beyond-log" items (1) among logged ones (0) with a learned type embedding.
@@ -159,7 +172,8 @@ class Backbone(nn.Module):
         self.input_norm = nn.LayerNorm(cfg.hidden_size)
         self.input_dropout = nn.Dropout(cfg.dropout if cfg.input_dropout is None else cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.final_norm = nn.LayerNorm(cfg.hidden_size)
+        # Post-norm layers already end in a LayerNorm.
+        self.final_norm = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
         self.apply(_init_weights)
 
     def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None,

@@ -38,10 +38,11 @@ def all_position_states(model, b: Batch) -> torch.Tensor:
     return torch.stack(states)
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("name", NAMES)
-def test_changing_a_later_item_leaves_earlier_states_unchanged(name):
+def test_changing_a_later_item_leaves_earlier_states_unchanged(name, norm):
     torch.manual_seed(0)
-    model = build_model(name, small_config(), 12).eval()
+    model = build_model(name, small_config(norm=norm), 12).eval()
     b = batch()
     before = all_position_states(model, b)
     changed = b.items.clone()
@@ -76,10 +77,11 @@ def reencoded_chain(model, items: torch.Tensor, start: torch.Tensor, steps: torc
     return outputs
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("name", ["rearec-erl", "rearec-prl"])
-def test_cached_reasoning_equals_reencoding(name):
+def test_cached_reasoning_equals_reencoding(name, norm):
     torch.manual_seed(1)
-    model = build_model(name, small_config(), 12).eval()
+    model = build_model(name, small_config(norm=norm), 12).eval()
     b = batch()
     with torch.no_grad():
         cached, _ = model.states(b, everywhere=False)
@@ -95,9 +97,10 @@ def test_cached_reasoning_equals_reencoding(name):
     torch.testing.assert_close(everywhere[-1][:, 3], prefix[-1], atol=1e-5, rtol=1e-4)
 
 
-def test_plr_streams_cached_equal_reencoding_and_stay_apart():
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_plr_streams_cached_equal_reencoding_and_stay_apart(norm):
     torch.manual_seed(2)
-    model = build_model("plr", small_config(), 12).eval()
+    model = build_model("plr", small_config(norm=norm), 12).eval()
     b = batch()
     with torch.no_grad():
         base, cache = model.encode(b)
@@ -174,6 +177,21 @@ def test_input_dropout_acts_on_input_tokens_alone():
     assert build_model("sasrec", small_config(dropout=0.3), 12).backbone.input_dropout.p == 0.3  # unset: dropout
 
 
+def test_post_norm_layers_end_in_a_layer_norm():
+    """Post-norm: every layer's output is normalised, so no final LayerNorm is stacked on top."""
+    torch.manual_seed(3)
+    model = build_model("sasrec", small_config(norm="post", dropout=0.0), 12).eval()
+    norm = model.backbone.blocks[-1].norm2
+    with torch.no_grad():
+        norm.weight.fill_(2.0)
+        norm.bias.fill_(0.5)
+        states, _ = model.encode(batch())
+    assert isinstance(model.backbone.final_norm, torch.nn.Identity)
+    real = batch().items > 0
+    torch.testing.assert_close(states[real].mean(-1), torch.full((int(real.sum()),), 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(states[real].std(-1, unbiased=False), torch.full((int(real.sum()),), 2.0), atol=1e-3, rtol=0)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_rank_every_item_but_padding(name):
     model = build_model(name, small_config(), 12).eval()
@@ -182,9 +200,10 @@ def test_scores_rank_every_item_but_padding(name):
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("name", NAMES)
-def test_padding_to_max_len_changes_nothing(name):
-    model = build_model(name, small_config(), 12).eval()
+def test_padding_to_max_len_changes_nothing(name, norm):
+    model = build_model(name, small_config(norm=norm), 12).eval()
     items = batch().items
     padded = torch.cat([torch.zeros(3, 2, dtype=torch.long), items], dim=1)
     torch.testing.assert_close(model.score(Batch(items))[:, 1:], model.score(Batch(padded))[:, 1:], atol=1e-5, rtol=1e-4)
