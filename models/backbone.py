@@ -12,6 +12,11 @@ chain, so a step costs one position per chain, not a re-encode. Chains are
 stacked along the query axis: ``slots = chains * positions``. Training runs a
 chain at every position (the all-prefixes equivalent of one target per
 prefix); inference runs one chain per stream at the last position.
+
+Layers are pre-norm by default; ``model.norm: post`` gives the layout of the
+original SASRec, RecBole and the released ReaRec code. On Beauty (full
+softmax, one seed) the two gave the same test NDCG@10 within 0.0004 for
+SASRec and ReaRec-ERL (bench/RESULTS.md).
 """
 
 from __future__ import annotations
