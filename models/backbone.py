@@ -138,26 +138,23 @@ class Block(nn.Module):
         self.post_norm = cfg.norm == "post"
 
     def forward_sequence(self, x, mask):
-        if self.post_norm:
-            y, k, v = self.attention.sequence(x, mask)
-            return self._post_ffn(x, y), k, v
-        y, k, v = self.attention.sequence(self.norm1(x), mask)
-        return self._pre_ffn(x, y), k, v
+        y, k, v = self.attention.sequence(self._attention_input(x), mask)
+        return self._finish(x, y), k, v
 
     def forward_reasoning(self, x, seq_k, seq_v, seq_mask, past):
-        if self.post_norm:
-            y, k, v = self.attention.reasoning(x, seq_k, seq_v, seq_mask, past)
-            return self._post_ffn(x, y), k, v
-        y, k, v = self.attention.reasoning(self.norm1(x), seq_k, seq_v, seq_mask, past)
-        return self._pre_ffn(x, y), k, v
+        y, k, v = self.attention.reasoning(self._attention_input(x), seq_k, seq_v, seq_mask, past)
+        return self._finish(x, y), k, v
 
-    def _pre_ffn(self, x, attended):
+    def _attention_input(self, x):
+        return x if self.post_norm else self.norm1(x)
+
+    def _finish(self, x, attended):
+        """The attention residual, then the feed-forward block with its residual."""
+        if self.post_norm:
+            x = self.norm1(x + self.dropout(attended))
+            return self.norm2(x + self.dropout(self.ffn(x)))
         x = x + self.dropout(attended)
         return x + self.dropout(self.ffn(self.norm2(x)))
-
-    def _post_ffn(self, x, attended):
-        x = self.norm1(x + self.dropout(attended))
-        return self.norm2(x + self.dropout(self.ffn(x)))
 
 
 class Backbone(nn.Module):
