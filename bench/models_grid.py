@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--valid-users", type=int, default=5000, help="Validation users read for early stopping (0: all).")
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
+    parser.add_argument("--select-on", choices=["ndcg_10", "ndcg_10_seen_removed"], default="ndcg_10",
+                        help="Validation metric that picks the best epoch (training.selection_metric).")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every worker shares it).")
     parser.add_argument("--workers", type=int, default=2)
@@ -130,7 +132,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     base_model = {"loss": args.loss, **json.loads(args.model_settings)}
     training = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size,
-                "warmup_steps": args.warmup_steps, "valid_users": args.valid_users, "device": args.device}
+                "warmup_steps": args.warmup_steps, "valid_users": args.valid_users, "device": args.device,
+                "selection_metric": args.select_on}
     grid = {setting_name(lr, do): ({**base_model, **({} if do is None else {"dropout": do})},
                                    {**training, "learning_rate": lr})
             for lr, do in itertools.product(args.lr, args.dropout or [None])}

@@ -1,4 +1,4 @@
-"""One trainer for every model: AdamW, early stopping on validation NDCG@10, a checkpoint every epoch, resume.
+"""One trainer for every model: AdamW, early stopping on validation NDCG@10 (``training.selection_metric``), a checkpoint every epoch, resume.
 
 A run is a folder. After every epoch the trainer atomically writes
 ``checkpoint.pt`` (weights, optimiser, random state, best weights so far,
@@ -28,7 +28,6 @@ from reaflow.errors import ReaflowError
 from reaflow.settings import Settings
 
 CHECKPOINT = "checkpoint.pt"
-SELECTION_METRIC = "ndcg_10"
 
 
 class TrainingError(ReaflowError):
@@ -100,7 +99,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
             epoch_started = time.perf_counter()
             row = _train_epoch(model, optimizer, scheduler, data, settings, epoch, device, progress)
             row.update({f"valid_{k}": v for k, v in evaluate(model, selection, tcfg.cutoffs, device=str(device)).items()})
-            score = row[f"valid_{SELECTION_METRIC}"]
+            score = row[f"valid_{tcfg.selection_metric}"]
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0,
                              best_state={k: v.detach().clone() for k, v in model.state_dict().items()})

@@ -179,6 +179,16 @@ def test_training_learns_and_reports(tiny_file, tiny_settings, tmp_path):
     assert saved["test"]["ndcg_10"] == pytest.approx(result.test["ndcg_10"])
 
 
+@pytest.mark.parametrize("metric", ["ndcg_10", "ndcg_10_seen_removed"])
+def test_the_best_epoch_is_the_best_on_the_selection_metric(tiny_file, make_settings, metric, tmp_path):
+    settings = make_settings(model=TINY_MODEL, training={"max_epochs": 4, "patience": 5, "batch_size": 32, "learning_rate": 5e-3,
+                                                         "threads": 1, "selection_metric": metric})
+    result = train(settings, "sasrec", load_benchmark(tiny_file), tmp_path / "run", track=False, progress=False)
+    scores = [row[f"valid_{metric}"] for row in result.history]
+    assert result.best_epoch == 1 + int(np.argmax(scores))
+    assert result.valid[metric] == pytest.approx(max(scores))  # the kept weights are that epoch's
+
+
 def test_a_checkpoint_of_another_run_is_refused(tiny_file, tiny_settings, make_settings, tmp_path):
     data = load_benchmark(tiny_file)
     train(tiny_settings, "sasrec", data, tmp_path / "run", track=False, progress=False, max_epochs=1)
