@@ -25,9 +25,9 @@ import json
 import multiprocessing as mp
 import statistics
 from pathlib import Path
+from typing import get_args
 
 METRICS = ("ndcg_10", "ndcg_20", "hr_10", "hr_20")
-SELECTION = "ndcg_10"
 
 
 def run_one(job: dict) -> dict:
@@ -60,7 +60,7 @@ def setting_name(lr: float, dropout: float | None) -> str:
 
 def summarise_runs(results: list[dict]) -> dict:
     entry = {"seeds": len(results)}
-    for split, suffixes in (("test", ("", "_seen_removed")), ("valid", ("",))):
+    for split, suffixes in (("test", ("", "_seen_removed")), ("valid", ("", "_seen_removed"))):
         for suffix in suffixes:
             for metric in METRICS:
                 values = [r[split][metric + suffix] for r in results]
@@ -73,8 +73,10 @@ def summarise_runs(results: list[dict]) -> dict:
     return entry
 
 
-def summarise(out: Path, models: list[str], settings: list[str]) -> tuple[str, dict]:
-    header = "| model | setting | seeds | epochs (best) | s/epoch | valid NDCG@10 | " + " | ".join(
+def summarise(out: Path, models: list[str], settings: list[str], selection: str = "ndcg_10") -> tuple[str, dict]:
+    """Tables of every setting and of each model's best, settings compared on the validation ``selection`` metric."""
+    label = "valid NDCG@10" + (" seen rm" if selection.endswith("_seen_removed") else "")
+    header = f"| model | setting | seeds | epochs (best) | s/epoch | {label} | " + " | ".join(
         f"{m.upper().replace('_', '@')}{suffix}" for suffix in ("", " seen rm") for m in METRICS) + " |"
     rule = "|" + "---|" * (header.count("|") - 1)
 
@@ -82,7 +84,7 @@ def summarise(out: Path, models: list[str], settings: list[str]) -> tuple[str, d
         cells = [f"{entry[f'test_{m}{s}']['mean']:.4f} ± {entry[f'test_{m}{s}']['std']:.4f}"
                  for s in ("", "_seen_removed") for m in METRICS]
         epochs = "/".join(f"{e}({b})" for e, b in zip(entry["epochs"], entry["best_epochs"]))
-        valid = entry[f"valid_{SELECTION}"]["mean"]
+        valid = entry[f"valid_{selection}"]["mean"]
         return (f"| {model} | {setting} | {entry['seeds']} | {epochs} | {entry['seconds_per_epoch']:.1f} | "
                 f"{valid:.4f} | " + " | ".join(cells) + " |")
 
@@ -96,15 +98,17 @@ def summarise(out: Path, models: list[str], settings: list[str]) -> tuple[str, d
                 all_rows.append(row(model, setting, summary["settings"][setting][model]))
         tried = {s: per[model] for s, per in summary["settings"].items() if model in per}
         if tried:
-            best = max(tried, key=lambda s: tried[s][f"valid_{SELECTION}"]["mean"])
+            best = max(tried, key=lambda s: tried[s][f"valid_{selection}"]["mean"])
             summary["best"][model] = {"setting": best, **tried[best]}
             best_rows.append(row(model, best, tried[best]))
     table = ("All settings:\n\n" + "\n".join(all_rows) +
-             "\n\nEach model at its best setting (mean validation NDCG@10 over its seeds):\n\n" + "\n".join(best_rows))
+             f"\n\nEach model at its best setting (mean {label} over its seeds):\n\n" + "\n".join(best_rows))
     return table, summary
 
 
 def main() -> None:
+    from reaflow.settings import TrainingSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="amazon-beauty")
     parser.add_argument("--data-root", default="../shared/data")
@@ -119,7 +123,7 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--valid-users", type=int, default=5000, help="Validation users read for early stopping (0: all).")
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
-    parser.add_argument("--select-on", choices=["ndcg_10", "ndcg_10_seen_removed"], default="ndcg_10",
+    parser.add_argument("--select-on", choices=get_args(TrainingSettings.model_fields["selection_metric"].annotation), default="ndcg_10",
                         help="Validation metric that picks the best epoch (training.selection_metric).")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every worker shares it).")
@@ -148,7 +152,7 @@ def main() -> None:
                 continue
             print(f"done {where}: best epoch {result['best_epoch']}, valid ndcg_10 {result['valid']['ndcg_10']:.4f}, "
                   f"test ndcg_10 seen rm {result['test']['ndcg_10_seen_removed']:.4f}", flush=True)
-    table, summary = summarise(out, args.models, list(grid))
+    table, summary = summarise(out, args.models, list(grid), args.select_on)
     summary["grid"] = {name: {"model": m, "training": t} for name, (m, t) in grid.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(table)
