@@ -51,9 +51,10 @@ class ItemEmbedding(nn.Module):
     reaches long-tail items on both sides.
     """
 
-    def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None):
+    def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None, dropout: float = 0.0):
         super().__init__()
         self.ids = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        self.dropout = dropout
         if knowledge is not None:
             if knowledge.shape[0] != num_items + 1:
                 raise ValueError(f"knowledge embedding has {knowledge.shape[0]} rows, expected {num_items + 1} (items + padding)")
@@ -64,18 +65,21 @@ class ItemEmbedding(nn.Module):
             self.knowledge = None
 
     def table(self) -> torch.Tensor:
-        """Every item's vector, row 0 = padding."""
+        """Every item's vector, row 0 = padding (with ``dropout`` in training: the scoring side is regularised too)."""
         ids = self.ids.weight
-        if self.knowledge is None:
-            return ids
-        known = self.project(self.knowledge)
-        gate = torch.sigmoid(self.gate(torch.cat([ids, known], dim=-1)))
-        return gate * ids + (1 - gate) * known
+        if self.knowledge is not None:
+            known = self.project(self.knowledge)
+            gate = torch.sigmoid(self.gate(torch.cat([ids, known], dim=-1)))
+            ids = gate * ids + (1 - gate) * known
+        return self._drop(ids)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.knowledge is None:
-            return self.ids(items)
+            return self._drop(self.ids(items))
         return F.embedding(items, self.table(), padding_idx=0)
+
+    def _drop(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.dropout(vectors, self.dropout, self.training) if self.dropout else vectors
 
 
 class Attention(nn.Module):
@@ -168,7 +172,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge)
+        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge, cfg.item_dropout)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden_size)
         self.types = nn.Embedding(2, cfg.hidden_size)
         self.input_norm = nn.LayerNorm(cfg.hidden_size)

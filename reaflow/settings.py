@@ -262,6 +262,9 @@ class ModelSettings(_Section):
     #: Dropout on input tokens: item embeddings and fed-back reasoning states (unset: ``dropout``).
     #: The released ReaRec code uses 0.2 here whatever its hidden dropout.
     input_dropout: float | None = Field(None, ge=0, lt=1)
+    #: Dropout on the item table itself, in training, wherever it is read: input items and the scored items alike
+    #: (RecTools' SASRec before 0.16, whose settings the eSASRec paper's Beauty numbers come from).
+    item_dropout: float = Field(0.0, ge=0, lt=1)
     #: Where each Transformer layer normalises: ``pre`` (x + f(LN(x)), a final LayerNorm after the
     #: last layer) or ``post`` (LN(x + f(x)), as SASRec, RecBole and the released ReaRec code).
     norm: Literal["pre", "post"] = "pre"

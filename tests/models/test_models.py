@@ -177,6 +177,22 @@ def test_input_dropout_acts_on_input_tokens_alone():
     assert build_model("sasrec", small_config(dropout=0.3), 12).backbone.input_dropout.p == 0.3  # unset: dropout
 
 
+def test_item_dropout_acts_on_both_sides_in_training_only():
+    """``item_dropout`` drops entries of the item table where items are read in and where they are scored."""
+    torch.manual_seed(0)
+    items = build_model("sasrec", small_config(dropout=0.0, item_dropout=0.5), 12).backbone.items
+    weights = items.ids.weight.detach()
+    items.train()
+    table, looked_up = items.table().detach(), items(torch.tensor([[3, 4]])).detach()
+    dropped = table[1:] == 0
+    assert 0.3 < dropped.float().mean() < 0.7
+    torch.testing.assert_close(table[1:][~dropped], 2 * weights[1:][~dropped])  # survivors rescaled by 1 / (1 - p)
+    assert (looked_up == 0).any()
+    items.eval()
+    torch.testing.assert_close(items.table(), items.ids.weight)
+    torch.testing.assert_close(items(torch.tensor([[3, 4]])), weights[[3, 4]][None])
+
+
 def test_post_norm_layers_end_in_a_layer_norm():
     """Post-norm: every layer's output is normalised, so no final LayerNorm is stacked on top."""
     torch.manual_seed(3)
