@@ -54,7 +54,7 @@ class ItemEmbedding(nn.Module):
     def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None, dropout: float = 0.0):
         super().__init__()
         self.ids = nn.Embedding(num_items + 1, hidden, padding_idx=0)
-        self.dropout = dropout
+        self.dropout = nn.Dropout(dropout)
         if knowledge is not None:
             if knowledge.shape[0] != num_items + 1:
                 raise ValueError(f"knowledge embedding has {knowledge.shape[0]} rows, expected {num_items + 1} (items + padding)")
@@ -71,15 +71,12 @@ class ItemEmbedding(nn.Module):
             known = self.project(self.knowledge)
             gate = torch.sigmoid(self.gate(torch.cat([ids, known], dim=-1)))
             ids = gate * ids + (1 - gate) * known
-        return self._drop(ids)
+        return self.dropout(ids)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.knowledge is None:
-            return self._drop(self.ids(items))
+            return self.dropout(self.ids(items))
         return F.embedding(items, self.table(), padding_idx=0)
-
-    def _drop(self, vectors: torch.Tensor) -> torch.Tensor:
-        return F.dropout(vectors, self.dropout, self.training) if self.dropout else vectors
 
 
 class Attention(nn.Module):
