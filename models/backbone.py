@@ -13,10 +13,11 @@ stacked along the query axis: ``slots = chains * positions``. Training runs a
 chain at every position (the all-prefixes equivalent of one target per
 prefix); inference runs one chain per stream at the last position.
 
-Layers are pre-norm by default; ``model.norm: post`` gives the layout of the
-original SASRec, RecBole and the released ReaRec code. On Beauty (full
-softmax, one seed) the two gave the same test NDCG@10 within 0.0004 for
-SASRec and ReaRec-ERL (bench/RESULTS.md).
+Layers are pre-norm by default; ``model.norm: post`` gives the layout of
+RecBole and the released ReaRec code, ``model.norm: sasrec`` that of the
+original SASRec code and RecTools (see ``Block``). On Beauty (full softmax,
+one seed) pre and post gave the same test NDCG@10 within 0.0004 for SASRec
+and ReaRec-ERL (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -88,29 +89,35 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = cfg.dropout
 
-    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+    def _split(self, x: torch.Tensor, keys_from: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Queries from ``x``; keys and values from ``keys_from`` (the same tensor except in the SASRec layout)."""
+        b, n, d = x.shape
+        if keys_from is x:
+            q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            return q, k, v
+        q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]).view(b, n, 1, self.heads, self.head_dim)
+        kv = F.linear(keys_from, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, n, 2, self.heads, self.head_dim)
+        q, k, v = torch.cat([q, kv], dim=2).permute(2, 0, 3, 1, 4)
         return q, k, v
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:
         b, h, n, d = y.shape
         return self.out(y.transpose(1, 2).reshape(b, n, h * d))
 
-    def sequence(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sequence(self, x: torch.Tensor, keys_from: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Causal self-attention over the sequence; returns the output and this layer's keys and values."""
-        q, k, v = self._split(x)
+        q, k, v = self._split(x, keys_from)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self._merge(y), k, v
 
-    def reasoning(self, x: torch.Tensor, seq_k: torch.Tensor, seq_v: torch.Tensor, seq_mask: torch.Tensor,
-                  past: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def reasoning(self, x: torch.Tensor, keys_from: torch.Tensor, seq_k: torch.Tensor, seq_v: torch.Tensor,
+                  seq_mask: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reasoning tokens ``x`` [B, S, d] attend to the cached sequence (``seq_mask`` [B, 1, S, L]) and to their own chain.
 
         ``past`` holds this layer's keys/values of the chain's earlier tokens,
         each [B, heads, S, head_dim] aligned slot by slot with ``x``.
         """
-        q, k, v = self._split(x)
+        q, k, v = self._split(x, keys_from)
         scale = 1.0 / math.sqrt(self.head_dim)
         chain_k = [pk for pk, _ in past] + [k]
         chain_v = [pv for _, pv in past] + [v]
@@ -126,7 +133,13 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Transformer layer, pre-norm (x + attn(LN(x)), then x + FFN(LN(x))) or post-norm (LN(x + attn(x)), then LN(x + FFN(x)))."""
+    """One Transformer layer in one of three layouts (``model.norm``).
+
+    - ``pre``: x + attn(LN(x)), then x + FFN(LN(x)).
+    - ``post``: LN(x + attn(x)), then LN(x + FFN(x)) (RecBole, the released ReaRec code).
+    - ``sasrec``: q = LN(x); q + attn(queries q, keys and values x), then h + FFN(h) with h = LN(.)
+      (the original SASRec code and RecTools: both residuals start from normalised states).
+    """
 
     def __init__(self, cfg: ModelSettings):
         super().__init__()
@@ -136,30 +149,38 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.inner_size), nn.GELU(),
                                  nn.Linear(cfg.inner_size, cfg.hidden_size))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.post_norm = cfg.norm == "post"
+        self.layout = cfg.norm
 
     def forward_sequence(self, x, mask):
-        y, k, v = self.attention.sequence(self._attention_input(x), mask)
-        return self._finish(x, y), k, v
+        queries = self._queries(x)
+        y, k, v = self.attention.sequence(queries, self._keys_from(x, queries), mask)
+        return self._finish(x, queries, y), k, v
 
     def forward_reasoning(self, x, seq_k, seq_v, seq_mask, past):
-        y, k, v = self.attention.reasoning(self._attention_input(x), seq_k, seq_v, seq_mask, past)
-        return self._finish(x, y), k, v
+        queries = self._queries(x)
+        y, k, v = self.attention.reasoning(queries, self._keys_from(x, queries), seq_k, seq_v, seq_mask, past)
+        return self._finish(x, queries, y), k, v
 
-    def _attention_input(self, x):
-        return x if self.post_norm else self.norm1(x)
+    def _queries(self, x):
+        return x if self.layout == "post" else self.norm1(x)
 
-    def _finish(self, x, attended):
+    def _keys_from(self, x, queries):
+        return x if self.layout == "sasrec" else queries
+
+    def _finish(self, x, queries, attended):
         """The attention residual, then the feed-forward block with its residual."""
-        if self.post_norm:
+        if self.layout == "post":
             x = self.norm1(x + self.dropout(attended))
             return self.norm2(x + self.dropout(self.ffn(x)))
+        if self.layout == "sasrec":
+            h = self.norm2(queries + self.dropout(attended))
+            return h + self.dropout(self.ffn(h))
         x = x + self.dropout(attended)
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
 class Backbone(nn.Module):
-    """SASRec encoder: item + position (+ type) embeddings, causal Transformer (pre-norm with a final LayerNorm, or post-norm).
+    """SASRec encoder: item + position (+ type) embeddings, causal Transformer layers (``Block``), a final LayerNorm unless post-norm.
 
     ``token_types`` (optional, per input position) marks generated
     "beyond-log" items (1) among logged ones (0) with a learned type embedding.
@@ -176,7 +197,7 @@ class Backbone(nn.Module):
         self.input_dropout = nn.Dropout(cfg.dropout if cfg.input_dropout is None else cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         # Post-norm layers already end in a LayerNorm.
-        self.final_norm = nn.LayerNorm(cfg.hidden_size) if cfg.norm == "pre" else nn.Identity()
+        self.final_norm = nn.Identity() if cfg.norm == "post" else nn.LayerNorm(cfg.hidden_size)
         self.apply(_init_weights)
 
     def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None,

@@ -266,8 +266,9 @@ class ModelSettings(_Section):
     #: (RecTools' SASRec before 0.16, whose settings the eSASRec paper's Beauty numbers come from).
     item_dropout: float = Field(0.0, ge=0, lt=1)
     #: Where each Transformer layer normalises: ``pre`` (x + f(LN(x)), a final LayerNorm after the
-    #: last layer) or ``post`` (LN(x + f(x)), as SASRec, RecBole and the released ReaRec code).
-    norm: Literal["pre", "post"] = "pre"
+    #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
+    #: (LN(x) + f(LN(x)), keys and values from the raw x, a final LayerNorm: the original SASRec code, RecTools).
+    norm: Literal["pre", "post", "sasrec"] = "pre"
     #: Longest history the model reads (older items are cut off).
     max_len: int = Field(50, ge=2)
     #: Softmax temperature of every item distribution (logits are divided by it).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from models import Batch, build_model
 from models.backbone import append_step
@@ -38,7 +39,7 @@ def all_position_states(model, b: Batch) -> torch.Tensor:
     return torch.stack(states)
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
 @pytest.mark.parametrize("name", NAMES)
 def test_changing_a_later_item_leaves_earlier_states_unchanged(name, norm):
     torch.manual_seed(0)
@@ -77,7 +78,7 @@ def reencoded_chain(model, items: torch.Tensor, start: torch.Tensor, steps: torc
     return outputs
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
 @pytest.mark.parametrize("name", ["rearec-erl", "rearec-prl"])
 def test_cached_reasoning_equals_reencoding(name, norm):
     torch.manual_seed(1)
@@ -97,7 +98,7 @@ def test_cached_reasoning_equals_reencoding(name, norm):
     torch.testing.assert_close(everywhere[-1][:, 3], prefix[-1], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
 def test_plr_streams_cached_equal_reencoding_and_stay_apart(norm):
     torch.manual_seed(2)
     model = build_model("plr", small_config(norm=norm), 12).eval()
@@ -208,6 +209,26 @@ def test_post_norm_layers_end_in_a_layer_norm():
     torch.testing.assert_close(states[real].std(-1, unbiased=False), torch.full((int(real.sum()),), 2.0), atol=1e-3, rtol=0)
 
 
+def test_sasrec_layout_attends_from_normalised_queries_to_raw_keys():
+    """The original SASRec layer: q = LN1(x); h = LN2(q + attn(q, x, x)); output h + FFN(h)."""
+    torch.manual_seed(5)
+    block = build_model("sasrec", small_config(norm="sasrec", dropout=0.0), 12).backbone.blocks[0].eval()
+    x = torch.randn(2, 5, 16) * 3 + 1
+    mask = torch.ones(5, 5, dtype=torch.bool).tril()[None, None]
+    with torch.no_grad():
+        out, keys, values = block.forward_sequence(x, mask)
+        q = block.norm1(x)
+        w, b = block.attention.qkv.weight, block.attention.qkv.bias
+        heads = [F.linear(t, w[i * 16:(i + 1) * 16], b[i * 16:(i + 1) * 16]).view(2, 5, 2, 8).transpose(1, 2)
+                 for i, t in enumerate([q, x, x])]
+        attended = block.attention.out(F.scaled_dot_product_attention(*heads, attn_mask=mask).transpose(1, 2).reshape(2, 5, 16))
+        h = block.norm2(q + attended)
+        expected = h + block.ffn(h)
+    torch.testing.assert_close(keys, heads[1])
+    torch.testing.assert_close(values, heads[2])
+    torch.testing.assert_close(out, expected)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_rank_every_item_but_padding(name):
     model = build_model(name, small_config(), 12).eval()
@@ -216,7 +237,7 @@ def test_scores_rank_every_item_but_padding(name):
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
 @pytest.mark.parametrize("name", NAMES)
 def test_padding_to_max_len_changes_nothing(name, norm):
     model = build_model(name, small_config(norm=norm), 12).eval()
