@@ -95,9 +95,8 @@ class Attention(nn.Module):
         if keys_from is x:
             q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             return q, k, v
-        q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]).view(b, n, 1, self.heads, self.head_dim)
-        kv = F.linear(keys_from, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, n, 2, self.heads, self.head_dim)
-        q, k, v = torch.cat([q, kv], dim=2).permute(2, 0, 3, 1, 4)
+        q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k, v = F.linear(keys_from, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, n, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:
