@@ -23,6 +23,8 @@ and ReaRec-ERL (bench/RESULTS.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -64,9 +66,27 @@ class ItemEmbedding(nn.Module):
             self.gate = nn.Linear(2 * hidden, hidden)
         else:
             self.knowledge = None
+        self._step_table: torch.Tensor | None = None
+
+    @contextmanager
+    def one_table(self) -> Iterator[None]:
+        """Every read of the table inside (input lookups, logits, loss terms) sees one tensor.
+
+        A training step then draws one ``dropout`` mask per item, shared by
+        its input occurrences and its scored row, and computes the knowledge
+        gate once instead of once per reader.
+        """
+        self._step_table = self._compute_table()
+        try:
+            yield
+        finally:
+            self._step_table = None
 
     def table(self) -> torch.Tensor:
         """Every item's vector, row 0 = padding (with ``dropout`` in training: the scoring side is regularised too)."""
+        return self._compute_table() if self._step_table is None else self._step_table
+
+    def _compute_table(self) -> torch.Tensor:
         ids = self.ids.weight
         if self.knowledge is not None:
             known = self.project(self.knowledge)
@@ -75,8 +95,6 @@ class ItemEmbedding(nn.Module):
         return self.dropout(ids)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        if self.knowledge is None:
-            return self.dropout(self.ids(items))
         return F.embedding(items, self.table(), padding_idx=0)
 
 

@@ -52,7 +52,8 @@ class SequentialModel(nn.Module):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """The training objective and its named terms (as floats, for logging)."""
-        terms = self.losses(batch)
+        with self.backbone.items.one_table():
+            terms = self.losses(batch)
         total = sum(terms.values())
         return total, {name: float(value.detach()) for name, value in terms.items()}
 

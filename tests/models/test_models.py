@@ -193,6 +193,26 @@ def test_item_dropout_acts_on_both_sides_in_training_only():
     torch.testing.assert_close(items.table(), items.ids.weight)
     torch.testing.assert_close(items(torch.tensor([[3, 4]])), weights[[3, 4]][None])
 
+def test_a_training_step_reads_one_item_table():
+    """Inside ``one_table`` (every ``loss`` call) an item's input vector is its scored row: one dropout mask a step."""
+    torch.manual_seed(1)
+    knowledge = torch.randn(13, 6)
+    model = build_model("sasrec", small_config(dropout=0.0, item_dropout=0.5), 12, knowledge=knowledge).train()
+    items = model.backbone.items
+    gate_calls = []
+    items.gate.register_forward_hook(lambda *_: gate_calls.append(1))
+    with items.one_table():
+        table = items.table()
+        torch.testing.assert_close(items(torch.tensor([[3, 4, 3]]))[0], table[[3, 4, 3]])
+        assert items.table() is table
+    assert len(gate_calls) == 1
+    assert not torch.equal(items.table(), items.table())  # outside a step every read draws its own mask
+    batch = Batch(torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]]))
+    gate_calls.clear()
+    model.loss(batch)
+    assert len(gate_calls) == 1 and items._step_table is None
+
+
 
 def test_post_norm_layers_end_in_a_layer_norm():
     """Post-norm: every layer's output is normalised, so no final LayerNorm is stacked on top."""
