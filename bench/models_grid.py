@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--select-on", choices=get_args(TrainingSettings.model_fields["selection_metric"].annotation), default="ndcg_10",
                         help="Validation metric that picks the best epoch (training.selection_metric).")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings.")
+    parser.add_argument("--training-settings", default="{}", help="JSON of extra training settings (e.g. weight_average).")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (every worker shares it).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--extend", action="store_true", help="Carry finished runs on to a larger --epochs.")
@@ -137,7 +138,7 @@ def main() -> None:
     base_model = {"loss": args.loss, **json.loads(args.model_settings)}
     training = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size,
                 "warmup_steps": args.warmup_steps, "valid_users": args.valid_users, "device": args.device,
-                "selection_metric": args.select_on}
+                "selection_metric": args.select_on, **json.loads(args.training_settings)}
     grid = {setting_name(lr, do): ({**base_model, **({} if do is None else {"dropout": do})},
                                    {**training, "learning_rate": lr})
             for lr, do in itertools.product(args.lr, args.dropout or [None])}

@@ -5,11 +5,17 @@ A run is a folder. After every epoch the trainer atomically writes
 history, the MLflow run id). Started again on the same folder with the same
 settings and data, it carries on from the last finished epoch and ends where
 an uninterrupted run would have: batch order depends only on (seed, epoch)
-and the random state is restored.
+and the random state is restored. A finished run given more epochs carries
+on the same way.
+
+With ``training.weight_average`` the trainer also keeps an exponential
+moving average of the weights; that average, not the raw weights, is
+validated, kept as the best and served.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -76,7 +82,9 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
     warmup = max(tcfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler)
+    averaged = _weight_average(model, tcfg.weight_average)
+    scored = averaged.module if averaged else model  # what is validated, kept and served
+    state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler, averaged)
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
     if done and state.get("finished") and (run_dir / "result.json").exists():
@@ -97,37 +105,38 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
         while state["epoch"] < limit and state["bad_epochs"] < tcfg.patience:
             epoch = state["epoch"]
             epoch_started = time.perf_counter()
-            row = _train_epoch(model, optimizer, scheduler, data, settings, epoch, device, progress)
-            row.update({f"valid_{k}": v for k, v in evaluate(model, selection, tcfg.cutoffs, device=str(device)).items()})
+            row = _train_epoch(model, optimizer, scheduler, averaged, data, settings, epoch, device, progress)
+            row.update({f"valid_{k}": v for k, v in evaluate(scored, selection, tcfg.cutoffs, device=str(device)).items()})
             score = row[f"valid_{tcfg.selection_metric}"]
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0,
-                             best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+                             best_state={k: v.detach().clone() for k, v in scored.state_dict().items()})
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
             state["seconds"] += time.perf_counter() - epoch_started
             state["history"].append(row)
-            _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler)
+            _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler, averaged)
             if tracker:
                 tracker.log_epoch(row, step=epoch + 1)
     finally:
         if tracker and state["epoch"] < limit and state["bad_epochs"] < tcfg.patience:
             tracker.pause()  # interrupted: the run stays open for the resume
 
+    best = copy.deepcopy(scored)  # the checkpoint keeps the last weights, so a longer run carries on from them
     if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
+        best.load_state_dict(state["best_state"])
     counts = data.item_counts()
-    valid = evaluate(model, data.valid, tcfg.cutoffs, device=str(device))
-    test = evaluate(model, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share,
+    valid = evaluate(best, data.valid, tcfg.cutoffs, device=str(device))
+    test = evaluate(best, data.test, tcfg.cutoffs, item_counts=counts, head_share=tcfg.head_share,
                     rare_below=tcfg.rare_below, device=str(device), breakdowns=True)
     result = TrainResult(model_name, str(run_dir), state["best_epoch"], state["epoch"], valid, test,
-                         state["seconds"], state.get("run_id"), state["history"], model)
+                         state["seconds"], state.get("run_id"), state["history"], best)
     (run_dir / "result.json").write_text(json.dumps({**result.summary(), "valid": valid, "test": test}, indent=2))
     if tracker:
-        tracker.finish(result, model, data)
+        tracker.finish(result, best, data)
     state["finished"] = True
-    _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler)
+    _save_checkpoint(run_dir / CHECKPOINT, state, fingerprint, model, optimizer, scheduler, averaged)
     return result
 
 
@@ -137,7 +146,7 @@ def _finished_result(run_dir: Path, model_name: str, state: dict, model) -> Trai
                        state["seconds"], state.get("run_id"), state["history"], model)
 
 
-def _train_epoch(model, optimizer, scheduler, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
+def _train_epoch(model, optimizer, scheduler, averaged, data: SequenceData, settings: Settings, epoch: int, device, progress) -> dict:
     tcfg = settings.training
     model.train()
     model.epoch = epoch
@@ -157,6 +166,8 @@ def _train_epoch(model, optimizer, scheduler, data: SequenceData, settings: Sett
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         sequences += batch.items.shape[0]
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value * batch.items.shape[0]
@@ -185,7 +196,15 @@ def _fresh_state() -> dict:
             "history": [], "seconds": 0.0, "run_id": None}
 
 
-def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scheduler) -> dict:
+def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (``training.weight_average``), or None when off."""
+    if not decay:
+        return None
+    ema = torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scheduler, averaged) -> dict:
     if not path.exists():
         return _fresh_state()
     try:
@@ -197,14 +216,16 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scheduler) 
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    if averaged is not None:
+        averaged.load_state_dict(saved["averaged"])
     torch.set_rng_state(saved["torch_rng"])
     np.random.set_state(saved["numpy_rng"])
     random.setstate(saved["python_rng"])
     return saved["state"]
 
 
-def _save_checkpoint(path: Path, state: dict, fingerprint: str, model, optimizer, scheduler) -> None:
+def _save_checkpoint(path: Path, state: dict, fingerprint: str, model, optimizer, scheduler, averaged) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"fingerprint": fingerprint, "state": state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, tmp)
+                "scheduler": scheduler.state_dict(), "averaged": averaged.state_dict() if averaged is not None else None, "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}, tmp)
     os.replace(tmp, path)

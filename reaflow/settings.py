@@ -341,6 +341,9 @@ class TrainingSettings(_Section):
     warmup_steps: int = Field(100, ge=0)
     #: Clip the gradient norm to this value (0: no clipping).
     grad_clip: float = Field(0.0, ge=0)
+    #: Validate, keep and serve an exponential moving average of the weights, updated every step with this
+    #: decay (0: the raw weights). 0.995 averages over about 200 steps.
+    weight_average: float = Field(0.0, ge=0, lt=1)
     seed: int = 42
     #: torch intra-op threads (0: torch's default).
     threads: int = Field(1, ge=0)

@@ -197,6 +197,36 @@ def test_a_checkpoint_of_another_run_is_refused(tiny_file, tiny_settings, make_s
         train(other, "sasrec", data, tmp_path / "run", track=False, progress=False)
 
 
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_a_finished_run_given_more_epochs_ends_as_a_longer_run(tiny_file, make_settings, weight_average, tmp_path):
+    """It carries on from its last weights (and their running average), not from the best ones it kept."""
+    settings = make_settings(model=TINY_MODEL, training={"max_epochs": 3, "patience": 5, "batch_size": 32, "learning_rate": 5e-3,
+                                                         "threads": 1, "weight_average": weight_average})
+    data = load_benchmark(tiny_file)
+    train(settings, "rearec-erl", data, tmp_path / "extended", track=False, progress=False, max_epochs=1)
+    extended = train(settings, "rearec-erl", data, tmp_path / "extended", track=False, progress=False)
+    straight = train(settings, "rearec-erl", data, tmp_path / "straight", track=False, progress=False)
+    assert extended.epochs_run == straight.epochs_run == 3
+    assert extended.test == pytest.approx(straight.test, abs=1e-9)
+
+
+def test_the_weight_average_is_what_is_validated_and_kept(tiny_file, make_settings, tmp_path):
+    settings = make_settings(model=TINY_MODEL, training={"max_epochs": 2, "patience": 5, "batch_size": 32, "learning_rate": 5e-3,
+                                                         "threads": 1, "weight_average": 0.9})
+    data = load_benchmark(tiny_file)
+    result = train(settings, "sasrec", data, tmp_path / "run", track=False, progress=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    average = build_model("sasrec", settings.model, data.num_items)
+    average.load_state_dict({k.removeprefix("module."): v for k, v in saved["averaged"].items() if k.startswith("module.")})
+    last = build_model("sasrec", settings.model, data.num_items)
+    last.load_state_dict(saved["model"])
+    assert evaluate(average, data.valid, [10])["ndcg_10"] == pytest.approx(result.history[-1]["valid_ndcg_10"])
+    assert not torch.equal(average.backbone.items.ids.weight, last.backbone.items.ids.weight)
+    kept = result.model.state_dict()
+    expected = saved["state"]["best_state"]
+    assert all(torch.equal(kept[k], expected[k]) for k in expected)
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL the CLI after its first checkpoint, run it again: same metrics as a run never killed."""
