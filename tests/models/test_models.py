@@ -193,6 +193,7 @@ def test_item_dropout_acts_on_both_sides_in_training_only():
     torch.testing.assert_close(items.table(), items.ids.weight)
     torch.testing.assert_close(items(torch.tensor([[3, 4]])), weights[[3, 4]][None])
 
+
 def test_a_training_step_computes_the_item_table_once():
     """Inside ``one_table`` (every ``loss`` call) the knowledge gate runs once; item dropout still draws per read."""
     torch.manual_seed(1)
