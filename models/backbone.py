@@ -70,13 +70,17 @@ class ItemEmbedding(nn.Module):
 
     @contextmanager
     def one_table(self) -> Iterator[None]:
-        """Inside (every training step), the table is computed once: the knowledge gate runs once, not once per reader.
+        """Inside (a training step, a scoring pass), the table is computed once: the knowledge gate runs once, not once per reader.
 
         ``dropout`` still draws its own mask for each read: the input items
         drop per occurrence, the scored rows per read. One mask shared by an
         item's inputs and its scored row (RecTools' way) measured lower on
         Beauty (test NDCG@10 0.0484 against 0.0513, seed 1; bench/RESULTS.md).
+        Nested, the outer table stays.
         """
+        if self._step_table is not None:
+            yield
+            return
         self._step_table = self._fused()
         try:
             yield

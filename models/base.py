@@ -60,7 +60,8 @@ class SequentialModel(nn.Module):
     @torch.no_grad()
     def score(self, batch: Batch) -> torch.Tensor:
         """[B, num_items + 1] scores of every item; padding column is -inf."""
-        scores = self.logits(self.user_state(batch))
+        with self.backbone.items.one_table():
+            scores = self.logits(self.user_state(batch))
         scores[:, 0] = float("-inf")
         return scores
 

@@ -49,8 +49,9 @@ class MaskedDiffusion(SequentialModel):
         ``last``: score only the newest ``last`` positions ([B, last, N + 2]);
         the item projection dominates the cost on a large catalogue.
         """
-        states, _ = self.backbone.encode(tokens, causal=False)
-        logits = self.logits(states if last is None else states[:, -last:])
+        with self.backbone.items.one_table():
+            states, _ = self.backbone.encode(tokens, causal=False)
+            logits = self.logits(states if last is None else states[:, -last:])
         logits[..., 0] = float("-inf")
         logits[..., self.mask_id] = float("-inf")
         return logits
@@ -70,7 +71,8 @@ class MaskedDiffusion(SequentialModel):
 
     @torch.no_grad()
     def score(self, batch: Batch) -> torch.Tensor:
-        scores = self.logits(self.user_state(batch))[:, : self.num_items + 1]
+        with self.backbone.items.one_table():
+            scores = self.logits(self.user_state(batch))[:, : self.num_items + 1]
         scores[:, 0] = float("-inf")
         return scores
 

@@ -83,7 +83,7 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     warmup = max(tcfg.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     averaged = _weight_average(model, tcfg.weight_average)
-    scored = averaged.module if averaged else model  # what is validated, kept and served
+    scored = model if averaged is None else averaged.module  # what is validated, kept and served
     state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler, averaged)
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience

@@ -211,6 +211,14 @@ def test_a_training_step_computes_the_item_table_once():
     gate_calls.clear()
     model.loss(Batch(torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]])))
     assert len(gate_calls) == 1 and items._step_table is None
+    with items.one_table():
+        outer = items._step_table
+        with items.one_table():
+            assert items._step_table is outer
+        assert items._step_table is outer  # nested: the outer table stays
+    gate_calls.clear()
+    model.eval().score(Batch(torch.tensor([[0, 1, 2, 3]])))
+    assert len(gate_calls) == 1  # a scoring pass: states and scores read one table
 
 
 def test_post_norm_layers_end_in_a_layer_norm():
