@@ -113,6 +113,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = cfg.dropout
+        # [2 (key, value), heads, 1, head_dim]; read before the sequence's own keys.
+        self.sink = nn.Parameter(torch.randn(2, cfg.heads, 1, self.head_dim) * 0.02) if cfg.attention_sink else None
 
     def _split(self, x: torch.Tensor, keys_from: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Queries from ``x``; keys and values from ``keys_from`` (the same tensor except in the SASRec layout)."""
@@ -131,8 +133,19 @@ class Attention(nn.Module):
     def sequence(self, x: torch.Tensor, keys_from: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Causal self-attention over the sequence; returns the output and this layer's keys and values."""
         q, k, v = self._split(x, keys_from)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        read_k, read_v, mask = self._with_sink(k, v, mask)
+        y = F.scaled_dot_product_attention(q, read_k, read_v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self._merge(y), k, v
+
+    def _with_sink(self, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Prepend the sink's key and value (visible to every query); the cache keeps the sequence's alone."""
+        if self.sink is None:
+            return k, v, mask
+        batch = k.shape[0]
+        sink_k, sink_v = (part.expand(batch, -1, -1, -1) for part in self.sink)
+        seen = mask.new_ones(*mask.shape[:-1], 1)
+        return torch.cat([sink_k, k], dim=2), torch.cat([sink_v, v], dim=2), torch.cat([seen, mask], dim=-1)
 
     def reasoning(self, x: torch.Tensor, keys_from: torch.Tensor, seq_k: torch.Tensor, seq_v: torch.Tensor,
                   seq_mask: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -142,6 +155,7 @@ class Attention(nn.Module):
         each [B, heads, S, head_dim] aligned slot by slot with ``x``.
         """
         q, k, v = self._split(x, keys_from)
+        seq_k, seq_v, seq_mask = self._with_sink(seq_k, seq_v, seq_mask)
         scale = 1.0 / math.sqrt(self.head_dim)
         chain_k = [pk for pk, _ in past] + [k]
         chain_v = [pv for _, pv in past] + [v]

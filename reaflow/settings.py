@@ -269,6 +269,10 @@ class ModelSettings(_Section):
     #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
     #: (LN(x) + f(LN(x)), keys and values from the raw x, a final LayerNorm: the original SASRec code, RecTools).
     norm: Literal["pre", "post", "sasrec"] = "pre"
+    #: A learned key and value per layer and head that every query may attend to, so attention over a
+    #: short history can put its weight on "none of these items" (RecTools' SASRec lets queries attend
+    #: to padding, which works as such a sink whose strength depends on the padding length).
+    attention_sink: bool = False
     #: Longest history the model reads (older items are cut off).
     max_len: int = Field(50, ge=2)
     #: Softmax temperature of every item distribution (logits are divided by it).

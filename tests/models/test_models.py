@@ -12,6 +12,9 @@ from models.data import train_batches
 from reaflow.settings import MODEL_NAMES, ModelSettings
 
 NAMES = sorted(MODEL_NAMES)  # the candidates; the beyond-log denoiser has its own tests
+# The three layer layouts, and the attention sink, which every attention path must handle alike.
+LAYOUTS = [dict(norm="pre"), dict(norm="post"), dict(norm="sasrec"), dict(norm="pre", attention_sink=True)]
+LAYOUT_IDS = ["pre", "post", "sasrec", "sink"]
 
 
 def small_config(**overrides) -> ModelSettings:
@@ -39,11 +42,11 @@ def all_position_states(model, b: Batch) -> torch.Tensor:
     return torch.stack(states)
 
 
-@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_changing_a_later_item_leaves_earlier_states_unchanged(name, norm):
+def test_changing_a_later_item_leaves_earlier_states_unchanged(name, layout):
     torch.manual_seed(0)
-    model = build_model(name, small_config(norm=norm), 12).eval()
+    model = build_model(name, small_config(**layout), 12).eval()
     b = batch()
     before = all_position_states(model, b)
     changed = b.items.clone()
@@ -78,11 +81,11 @@ def reencoded_chain(model, items: torch.Tensor, start: torch.Tensor, steps: torc
     return outputs
 
 
-@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("name", ["rearec-erl", "rearec-prl"])
-def test_cached_reasoning_equals_reencoding(name, norm):
+def test_cached_reasoning_equals_reencoding(name, layout):
     torch.manual_seed(1)
-    model = build_model(name, small_config(norm=norm), 12).eval()
+    model = build_model(name, small_config(**layout), 12).eval()
     b = batch()
     with torch.no_grad():
         cached, _ = model.states(b, everywhere=False)
@@ -98,10 +101,10 @@ def test_cached_reasoning_equals_reencoding(name, norm):
     torch.testing.assert_close(everywhere[-1][:, 3], prefix[-1], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
-def test_plr_streams_cached_equal_reencoding_and_stay_apart(norm):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
+def test_plr_streams_cached_equal_reencoding_and_stay_apart(layout):
     torch.manual_seed(2)
-    model = build_model("plr", small_config(norm=norm), 12).eval()
+    model = build_model("plr", small_config(**layout), 12).eval()
     b = batch()
     with torch.no_grad():
         base, cache = model.encode(b)
@@ -256,6 +259,24 @@ def test_sasrec_layout_attends_from_normalised_queries_to_raw_keys():
     torch.testing.assert_close(out, expected)
 
 
+def test_the_attention_sink_takes_weight_from_the_history():
+    """One head, one item in the history: the output mixes the sink's value and the item's by their softmax weights."""
+    torch.manual_seed(6)
+    attention = build_model("sasrec", small_config(heads=1, dropout=0.0, attention_sink=True), 12).backbone.blocks[0].attention
+    x = torch.randn(1, 1, 16)
+    with torch.no_grad():
+        out, keys, values = attention.sequence(x, x, torch.ones(1, 1, 1, 1, dtype=torch.bool))
+        q, k, v = attention.qkv(x[0, 0]).split(16)
+        sink_k, sink_v = attention.sink[0, 0, 0], attention.sink[1, 0, 0]
+        to_sink = torch.sigmoid((q @ sink_k - q @ k) / 4.0)  # two-way softmax, scale 1/sqrt(16)
+        expected = attention.out(to_sink * sink_v + (1 - to_sink) * v)
+    assert 0 < to_sink < 1
+    torch.testing.assert_close(out[0, 0], expected)
+    # The cache keeps the sequence's own keys and values; the sink is added where they are read.
+    torch.testing.assert_close(keys[0, 0, 0], k)
+    torch.testing.assert_close(values[0, 0, 0], v)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_scores_rank_every_item_but_padding(name):
     model = build_model(name, small_config(), 12).eval()
@@ -264,10 +285,10 @@ def test_scores_rank_every_item_but_padding(name):
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
-@pytest.mark.parametrize("norm", ["pre", "post", "sasrec"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_padding_to_max_len_changes_nothing(name, norm):
-    model = build_model(name, small_config(norm=norm), 12).eval()
+def test_padding_to_max_len_changes_nothing(name, layout):
+    model = build_model(name, small_config(**layout), 12).eval()
     items = batch().items
     padded = torch.cat([torch.zeros(3, 2, dtype=torch.long), items], dim=1)
     torch.testing.assert_close(model.score(Batch(items))[:, 1:], model.score(Batch(padded))[:, 1:], atol=1e-5, rtol=1e-4)
