@@ -73,18 +73,28 @@ class SequentialModel(nn.Module):
         table = self.backbone.items.table()
         return (states / (temperature or self.cfg.temperature)) @ table.T  # scale d columns, not N
 
-    def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None,
+                            temperature: float | None = None) -> torch.Tensor:
         """Cross-entropy of the next item: over all items, or over uniform negatives (``loss: sampled``).
 
         Sampled: every ``negative_group`` consecutive positions (0: the whole
         batch) share one draw of ``negatives`` items, so a step pushes down
         many more distinct items at the same number of dot products. A drawn
-        negative that is the position's own target is left out.
+        negative that is the position's own target is left out. With
+        ``exclude_seen`` the items of each position's ``history`` (from
+        ``targeted``) are left out too, its target excepted.
         """
         temperature = temperature or self.cfg.temperature
+        if self.cfg.exclude_seen and history is None:
+            raise ValueError("model.exclude_seen needs each position's history (see targeted)")
         table = self.backbone.items.table()
         if self.cfg.loss == "full":
-            return F.cross_entropy((states / temperature) @ table[1:].T, targets - 1)
+            logits = (states / temperature) @ table[1:].T
+            if self.cfg.exclude_seen:
+                seen = torch.zeros(logits.shape[0], self.num_items + 1, dtype=torch.bool, device=logits.device)
+                seen = seen.scatter_(1, history, True).scatter_(1, targets[:, None], False)[:, 1:]
+                logits = logits.masked_fill(seen, float("-inf"))
+            return F.cross_entropy(logits, targets - 1)
         n, hidden = states.shape
         group = self.cfg.negative_group or n
         groups = -(-n // group)
@@ -92,7 +102,10 @@ class SequentialModel(nn.Module):
         padded = F.pad(states, (0, 0, 0, groups * group - n)).view(groups, group, hidden)
         negative = torch.bmm(padded, table[negatives].transpose(1, 2)).reshape(groups * group, -1)[:n]
         own = negatives.repeat_interleave(group, dim=0)[:n]
-        negative = negative.masked_fill(own == targets[:, None], float("-inf"))
+        left_out = own == targets[:, None]
+        if self.cfg.exclude_seen:
+            left_out |= (own[:, :, None] == history[:, None, :]).any(-1)
+        negative = negative.masked_fill(left_out, float("-inf"))
         positive = (states * table[targets]).sum(-1, keepdim=True)
         logits = torch.cat([positive, negative], dim=-1) / temperature
         return F.cross_entropy(logits, torch.zeros_like(targets))
@@ -117,10 +130,17 @@ def capped(divergence: torch.Tensor, cap: float) -> torch.Tensor:
     return (divergence.clamp(max=cap) if cap > 0 else divergence).mean()
 
 
-def targeted(states: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """States and targets at the positions that have a next item: [P, d], [P]."""
+def targeted(states: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """States, targets and histories at the positions that have a next item: [P, d], [P], [P, L].
+
+    A position's history is the logged items up to and including it (0
+    elsewhere); generated beyond-log items are not part of it.
+    """
     where = batch.targets > 0
-    return states[where], batch.targets[where]
+    length = batch.items.shape[1]
+    logged = batch.items if batch.token_types is None else batch.items * (batch.token_types == 0)
+    upto = torch.ones(length, length, dtype=torch.bool, device=logged.device).tril()  # [position, item]
+    return states[where], batch.targets[where], (logged[:, None, :] * upto)[where]
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:

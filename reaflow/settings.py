@@ -280,6 +280,9 @@ class ModelSettings(_Section):
     #: ``full``: cross-entropy over every item; ``sampled``: over ``negatives`` uniform negatives.
     loss: Literal["full", "sampled"] = "full"
     negatives: int = Field(256, ge=1)
+    #: Training: leave the items already in a position's history out of its softmax (the target always stays),
+    #: as ranking with seen items removed leaves them out when serving; for catalogues where repeats are rare.
+    exclude_seen: bool = False
     #: Sampled loss: how many consecutive training positions share one draw of negatives (0: the whole batch).
     negative_group: int = Field(0, ge=0)
     #: ReaRec: number of latent reasoning steps K.

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from models import Batch, build_model
 from models.backbone import append_step
+from models.base import targeted
 from models.data import train_batches
 from reaflow.settings import MODEL_NAMES, ModelSettings
 
@@ -122,11 +123,12 @@ def test_chain_steps_share_one_cache_per_layer():
     assert past == [[("k0", "v0"), ("k0'", "v0'")], [("k1", "v1"), ("k1'", "v1'")]]
 
 
+@pytest.mark.parametrize("exclude_seen", [False, True])
 @pytest.mark.parametrize("loss", ["full", "sampled"])
 @pytest.mark.parametrize("name", NAMES)
-def test_every_loss_term_is_finite_and_has_its_sign(name, loss):
+def test_every_loss_term_is_finite_and_has_its_sign(name, loss, exclude_seen):
     torch.manual_seed(3)
-    model = build_model(name, small_config(loss=loss, negatives=5), 12)
+    model = build_model(name, small_config(loss=loss, negatives=5, exclude_seen=exclude_seen), 12)
     model.train()
     model.epoch = 5
     total, terms = model.loss(batch())
@@ -144,12 +146,17 @@ def test_every_loss_term_is_finite_and_has_its_sign(name, loss):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+# Position p's history; the second holds its own target (a repeat), which must stay scorable.
+HISTORIES = torch.tensor([[7, 9, 11, 12], [2, 5, 0, 0], [8, 10, 6, 4], [1, 12, 3, 0], [0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("exclude_seen", [False, True])
 @pytest.mark.parametrize("group", [0, 1, 2, 3])
-def test_sampled_loss_scores_each_group_of_positions_against_its_own_draw(group):
-    model = build_model("sasrec", small_config(loss="sampled", negatives=4, negative_group=group), 12)
+def test_sampled_loss_scores_each_group_of_positions_against_its_own_draw(group, exclude_seen):
+    model = build_model("sasrec", small_config(loss="sampled", negatives=4, negative_group=group, exclude_seen=exclude_seen), 12)
     states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
     torch.manual_seed(7)
-    got = model.recommendation_loss(states, targets)
+    got = model.recommendation_loss(states, targets, HISTORIES)
     torch.manual_seed(7)
     size = group or 5
     draws = torch.randint(1, 13, (-(-5 // size), 4))
@@ -159,8 +166,38 @@ def test_sampled_loss_scores_each_group_of_positions_against_its_own_draw(group)
         negatives = draws[p // size]
         logits = torch.cat([(states[p] * table[targets[p]]).sum()[None], table[negatives] @ states[p]])
         logits[1:][negatives == targets[p]] = float("-inf")  # a draw of the target itself is no negative
+        if exclude_seen:
+            logits[1:][torch.isin(negatives, HISTORIES[p])] = float("-inf")
         expected.append(-torch.log_softmax(logits, 0)[0])
     torch.testing.assert_close(got, torch.stack(expected).mean())
+
+
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_full_loss_can_leave_seen_items_out_but_the_target(exclude_seen):
+    model = build_model("sasrec", small_config(exclude_seen=exclude_seen), 12)
+    states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
+    got = model.recommendation_loss(states, targets, HISTORIES)
+    logits = states @ model.backbone.items.table().T
+    logits[:, 0] = float("-inf")
+    for p in range(5):
+        if exclude_seen:
+            logits[p, HISTORIES[p][HISTORIES[p] != targets[p]]] = float("-inf")
+    torch.testing.assert_close(got, F.cross_entropy(logits, targets))
+    assert torch.isfinite(got)
+
+
+def test_a_position_history_is_the_logged_items_up_to_it():
+    states = torch.randn(3, 6, 16)
+    b = batch()
+    b.token_types = torch.zeros_like(b.items)
+    b.token_types[1, 2] = 1  # a generated item is not part of any history
+    _, targets, history = targeted(states, b)
+    assert targets.tolist() == [4, 5, 6, 7, 2, 3, 4, 5, 6, 7, 2, 11]
+    assert history[4].tolist() == [1, 0, 0, 0, 0, 0]  # user 2 at its first position
+    assert history[7].tolist() == [1, 2, 0, 4, 0, 0]
+    assert history[11].tolist() == [0, 0, 0, 0, 9, 2]
+    with pytest.raises(ValueError, match="exclude_seen"):
+        build_model("sasrec", small_config(exclude_seen=True), 12).recommendation_loss(states[0], targets[:6])
 
 
 def test_prl_contrastive_term_waits_for_warmup():
