@@ -343,6 +343,8 @@ class TrainingSettings(_Section):
     patience: int = Field(3, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    #: AdamW's decoupled weight decay, on every parameter. Sharp optimum on Beauty (bench/RESULTS.md):
+    #: 0.5 helps, 1.0 already hurts.
     weight_decay: float = Field(0.0, ge=0)
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
