@@ -271,7 +271,7 @@ class ModelSettings(_Section):
     norm: Literal["pre", "post", "sasrec"] = "pre"
     #: A learned key and value per layer and head that every query may attend to, so attention over a
     #: short history can put its weight on "none of these items" (RecTools' SASRec lets queries attend
-    #: to padding, which works as such a sink whose strength depends on the padding length).
+    #: to padding, which works as such a sink whose strength depends on the padding length). No gain on Beauty.
     attention_sink: bool = False
     #: Longest history the model reads (older items are cut off).
     max_len: int = Field(50, ge=2)
@@ -282,6 +282,7 @@ class ModelSettings(_Section):
     negatives: int = Field(256, ge=1)
     #: Training: leave the items already in a position's history out of its softmax (the target always stays),
     #: as ranking with seen items removed leaves them out when serving; for catalogues where repeats are rare.
+    #: On Beauty, which has no repeats, it lowered NDCG@10 (bench/RESULTS.md).
     exclude_seen: bool = False
     #: Sampled loss: how many consecutive training positions share one draw of negatives (0: the whole batch).
     negative_group: int = Field(0, ge=0)
