@@ -81,10 +81,12 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     model = build_model(model_name, cfg, data.num_items, knowledge).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
     warmup = max(tcfg.warmup_steps, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    decay = {"scale": 1.0}  # the plateau decay so far (``training.lr_decay_patience``), kept in the checkpoint's state
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * decay["scale"])
     averaged = _weight_average(model, tcfg.weight_average)
     scored = model if averaged is None else averaged.module  # what is validated, kept and served
     state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler, averaged)
+    decay["scale"] = state.setdefault("lr_scale", 1.0)
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
     if done and state.get("finished") and (run_dir / "result.json").exists():
@@ -113,6 +115,10 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
                              best_state={k: v.detach().clone() for k, v in scored.state_dict().items()})
             else:
                 state["bad_epochs"] += 1
+            if _decays_now(state["bad_epochs"], tcfg.lr_decay_patience, tcfg.patience):
+                state["lr_scale"] *= tcfg.lr_decay_factor
+                decay["scale"] = state["lr_scale"]
+                _apply_schedule(optimizer, scheduler)
             state["epoch"] = epoch + 1
             state["seconds"] += time.perf_counter() - epoch_started
             state["history"].append(row)
@@ -174,8 +180,20 @@ def _train_epoch(model, optimizer, scheduler, averaged, data: SequenceData, sett
     seconds = time.perf_counter() - started
     row = {f"loss_{name}": value / max(sequences, 1) for name, value in sums.items()}
     row["loss"] = sum(row.values())
-    row.update(epoch_seconds=seconds, sequences_per_second=sequences / max(seconds, 1e-9))
+    row.update(epoch_seconds=seconds, sequences_per_second=sequences / max(seconds, 1e-9),
+               learning_rate=optimizer.param_groups[0]["lr"])
     return row
+
+
+def _decays_now(bad_epochs: int, decay_patience: int, patience: int) -> bool:
+    """Whether the learning rate steps down after this epoch: every ``decay_patience`` stalled epochs, unless the run stops."""
+    return bool(decay_patience) and bad_epochs > 0 and bad_epochs % decay_patience == 0 and bad_epochs < patience
+
+
+def _apply_schedule(optimizer, scheduler) -> None:
+    """Set the rates the scheduler gives now, so a decay acts from the next step rather than one step late."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def _fingerprint(settings: Settings, model_name: str, data: SequenceData) -> str:
@@ -193,7 +211,7 @@ def _seed_everything(seed: int) -> None:
 
 def _fresh_state() -> dict:
     return {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "best_state": None,
-            "history": [], "seconds": 0.0, "run_id": None}
+            "history": [], "seconds": 0.0, "run_id": None, "lr_scale": 1.0}
 
 
 def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:

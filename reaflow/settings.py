@@ -349,6 +349,11 @@ class TrainingSettings(_Section):
     weight_decay: float = Field(0.0, ge=0)
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
+    #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row
+    #: without a better score (0: a constant rate after the warm-up). Below ``patience``, so a stalled run first
+    #: tries smaller steps before it stops.
+    lr_decay_patience: int = Field(0, ge=0)
+    lr_decay_factor: float = Field(0.5, gt=0, lt=1)
     #: Clip the gradient norm to this value (0: no clipping).
     grad_clip: float = Field(0.0, ge=0)
     #: Validate, keep and serve an exponential moving average of the weights, updated every step with this

@@ -17,7 +17,7 @@ import torch
 from models import Batch, build_model
 from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
 from models.evaluate import evaluate, long_tail_items, ranking_metrics, target_ranks
-from models.train import TrainingError, train
+from models.train import TrainingError, _decays_now, train
 from tests.conftest import SHARED_DATA
 
 TINY_MODEL = {"hidden_size": 16, "heads": 2, "layers": 1, "inner_size": 32, "max_len": 10, "dropout": 0.1}
@@ -208,6 +208,24 @@ def test_a_finished_run_given_more_epochs_ends_as_a_longer_run(tiny_file, make_s
     straight = train(settings, "rearec-erl", data, tmp_path / "straight", track=False, progress=False)
     assert extended.epochs_run == straight.epochs_run == 3
     assert extended.test == pytest.approx(straight.test, abs=1e-9)
+
+
+def test_a_stalled_run_lowers_its_learning_rate_and_a_resumed_one_keeps_it(tiny_file, make_settings, tmp_path):
+    """Steps too small to move any ranking: every epoch after the first stalls, and each stall halves the rate."""
+    settings = make_settings(model=TINY_MODEL, training={"max_epochs": 4, "patience": 10, "batch_size": 32, "learning_rate": 1e-12,
+                                                         "warmup_steps": 0, "threads": 1, "lr_decay_patience": 1})
+    data = load_benchmark(tiny_file)
+    train(settings, "sasrec", data, tmp_path / "resumed", track=False, progress=False, max_epochs=2)
+    resumed = train(settings, "sasrec", data, tmp_path / "resumed", track=False, progress=False)
+    straight = train(settings, "sasrec", data, tmp_path / "straight", track=False, progress=False)
+    assert straight.best_epoch == 1
+    for run in (straight, resumed):
+        assert [row["learning_rate"] / 1e-12 for row in run.history] == pytest.approx([1, 1, 0.5, 0.25])
+
+
+def test_the_rate_steps_down_every_few_stalled_epochs_but_not_at_the_stop():
+    assert [_decays_now(bad, 2, 5) for bad in range(6)] == [False, False, True, False, True, False]
+    assert not any(_decays_now(bad, 0, 5) for bad in range(6))
 
 
 def test_the_weight_average_is_what_is_validated_and_kept(tiny_file, make_settings, tmp_path):
