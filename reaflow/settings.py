@@ -351,7 +351,7 @@ class TrainingSettings(_Section):
     warmup_steps: int = Field(100, ge=0)
     #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row
     #: without a better score (0: a constant rate after the warm-up). Below ``patience``, so a stalled run first
-    #: tries smaller steps before it stops.
+    #: tries smaller steps before it stops. Level on Beauty with a weight average (bench/RESULTS.md).
     lr_decay_patience: int = Field(0, ge=0)
     lr_decay_factor: float = Field(0.5, gt=0, lt=1)
     #: Clip the gradient norm to this value (0: no clipping).
