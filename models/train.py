@@ -81,12 +81,11 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     model = build_model(model_name, cfg, data.num_items, knowledge).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
     warmup = max(tcfg.warmup_steps, 1)
-    decay = {"scale": 1.0}  # the plateau decay so far (``training.lr_decay_patience``), kept in the checkpoint's state
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * decay["scale"])
+    state = _fresh_state()  # the schedule reads the plateau decay (``lr_scale``) from whichever state is current
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * state["lr_scale"])
     averaged = _weight_average(model, tcfg.weight_average)
     scored = model if averaged is None else averaged.module  # what is validated, kept and served
     state = _load_checkpoint(run_dir / CHECKPOINT, fingerprint, model, optimizer, scheduler, averaged)
-    decay["scale"] = state.setdefault("lr_scale", 1.0)
     limit = max_epochs or tcfg.max_epochs
     done = state["epoch"] >= limit or state["bad_epochs"] >= tcfg.patience
     if done and state.get("finished") and (run_dir / "result.json").exists():
@@ -117,7 +116,6 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
                 state["bad_epochs"] += 1
             if _decays_now(state["bad_epochs"], tcfg.lr_decay_patience, tcfg.patience):
                 state["lr_scale"] *= tcfg.lr_decay_factor
-                decay["scale"] = state["lr_scale"]
                 _apply_schedule(optimizer, scheduler)
             state["epoch"] = epoch + 1
             state["seconds"] += time.perf_counter() - epoch_started
