@@ -23,7 +23,9 @@ import argparse
 import itertools
 import json
 import multiprocessing as mp
+import signal
 import statistics
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -145,6 +147,9 @@ def main() -> None:
     jobs = [{"model": m, "seed": s, "setting": name, "data": args.data, "data_root": args.data_root, "out": str(out),
              "model_settings": model_settings, "training": train_settings, "extend": args.extend}
             for s in args.seeds for name, (model_settings, train_settings) in grid.items() for m in args.models]
+    # A plain SIGTERM (kill, pkill) would end this process and orphan the workers, still training; as an
+    # exception it leaves the pool's block, which terminates them (each run resumes from its last epoch).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap_unordered(run_one, jobs):
             where = f"{result['model']} {result['setting']} seed {result['seed']}"
