@@ -94,7 +94,7 @@ class SequentialModel(nn.Module):
                 seen = torch.zeros(logits.shape[0], self.num_items + 1, dtype=torch.bool, device=logits.device)
                 seen = seen.scatter_(1, history, True).scatter_(1, targets[:, None], False)[:, 1:]
                 logits = logits.masked_fill(seen, float("-inf"))
-            return F.cross_entropy(logits, targets - 1)
+            return F.cross_entropy(logits, targets - 1, label_smoothing=self.cfg.label_smoothing)
         n, hidden = states.shape
         group = self.cfg.negative_group or n
         groups = -(-n // group)

@@ -284,6 +284,9 @@ class ModelSettings(_Section):
     #: as ranking with seen items removed leaves them out when serving; for catalogues where repeats are rare.
     #: On Beauty, which has no repeats, it lowered NDCG@10 (bench/RESULTS.md).
     exclude_seen: bool = False
+    #: Full loss: share of each target's probability mass spread evenly over all items (0: none), a guard
+    #: against over-confident scores.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     #: Sampled loss: how many consecutive training positions share one draw of negatives (0: the whole batch).
     negative_group: int = Field(0, ge=0)
     #: ReaRec: number of latent reasoning steps K.
@@ -320,9 +323,12 @@ class ModelSettings(_Section):
     diffusion_min_mask_ratio: float = Field(1e-3, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelSettings:
+    def _consistent(self) -> ModelSettings:
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+        if self.label_smoothing and (self.loss != "full" or self.exclude_seen):
+            # Smoothing spreads mass over every item, including those these options leave out (-inf).
+            raise ValueError("label_smoothing needs loss: full without exclude_seen")
         return self
 
 

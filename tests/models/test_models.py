@@ -186,6 +186,17 @@ def test_full_loss_can_leave_seen_items_out_but_the_target(exclude_seen):
     assert torch.isfinite(got)
 
 
+def test_label_smoothing_spreads_part_of_the_target_mass_over_every_item():
+    model = build_model("sasrec", small_config(label_smoothing=0.1), 12)
+    states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
+    log_p = torch.log_softmax(states @ model.backbone.items.table()[1:].T, dim=-1)  # 12 items, no padding
+    expected = -(0.9 * log_p[torch.arange(5), targets - 1] + 0.1 * log_p.mean(-1)).mean()
+    torch.testing.assert_close(model.recommendation_loss(states, targets), expected)
+    for other in (dict(loss="sampled"), dict(exclude_seen=True)):  # both leave items out with -inf
+        with pytest.raises(ValueError, match="label_smoothing needs loss: full"):
+            small_config(label_smoothing=0.1, **other)
+
+
 def test_a_position_history_is_the_logged_items_up_to_it():
     states = torch.randn(3, 6, 16)
     b = batch()
