@@ -79,7 +79,8 @@ def train(settings: Settings, model_name: str, data: SequenceData, run_dir: str 
     fingerprint = _fingerprint(settings, model_name, data)
     _seed_everything(tcfg.seed)
     model = build_model(model_name, cfg, data.num_items, knowledge).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, tcfg.weight_decay, tcfg.weight_decay_scope),
+                                  lr=tcfg.learning_rate, betas=(0.9, tcfg.adam_beta2))
     warmup = max(tcfg.warmup_steps, 1)
     state = _fresh_state()  # the schedule reads the plateau decay (``lr_scale``) from whichever state is current
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * state["lr_scale"])
@@ -210,6 +211,15 @@ def _seed_everything(seed: int) -> None:
 def _fresh_state() -> dict:
     return {"epoch": 0, "best_score": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "best_state": None,
             "history": [], "seconds": 0.0, "run_id": None, "lr_scale": 1.0}
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str) -> list[dict]:
+    """AdamW groups: with scope ``matrices``, 1-D parameters (LayerNorm gains, biases) are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
 def _weight_average(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:

@@ -353,6 +353,12 @@ class TrainingSettings(_Section):
     #: AdamW's decoupled weight decay, on every parameter. Sharp optimum on Beauty (bench/RESULTS.md):
     #: 0.5 helps, 1.0 already hurts.
     weight_decay: float = Field(0.0, ge=0)
+    #: What the weight decay acts on: ``all`` parameters, or only the ``matrices`` (weights and embeddings, not
+    #: LayerNorm gains or biases, the usual Transformer practice).
+    weight_decay_scope: Literal["all", "matrices"] = "all"
+    #: Adam's second-moment decay; 0.98 forgets gradient scale over ~50 steps instead of ~1000 (about 11 epochs
+    #: on Beauty).
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
     #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row

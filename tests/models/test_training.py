@@ -17,7 +17,7 @@ import torch
 from models import Batch, build_model
 from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
 from models.evaluate import evaluate, long_tail_items, ranking_metrics, target_ranks
-from models.train import TrainingError, _decays_now, train
+from models.train import TrainingError, _decays_now, _parameter_groups, train
 from tests.conftest import SHARED_DATA
 
 TINY_MODEL = {"hidden_size": 16, "heads": 2, "layers": 1, "inner_size": 32, "max_len": 10, "dropout": 0.1}
@@ -226,6 +226,31 @@ def test_a_stalled_run_lowers_its_learning_rate_and_a_resumed_one_keeps_it(tiny_
 def test_the_rate_steps_down_every_few_stalled_epochs_but_not_at_the_stop():
     assert [_decays_now(bad, 2, 5) for bad in range(6)] == [False, False, True, False, True, False]
     assert not any(_decays_now(bad, 0, 5) for bad in range(6))
+
+
+@pytest.mark.parametrize("scope", ["all", "matrices"])
+def test_weight_decay_scope_spares_layer_norms_and_biases(scope, make_settings):
+    """One AdamW step with zero gradients is pure decay: it shrinks exactly the parameters in scope."""
+    model = build_model("rearec-erl", make_settings(model=TINY_MODEL).model, 40)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(_parameter_groups(model, 0.5, scope), lr=1.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        decayed = scope == "all" or p.ndim >= 2
+        assert torch.allclose(p, before[name] * (0.5 if decayed else 1.0)), name
+    names = {name for name, p in model.named_parameters() if p.ndim < 2}
+    assert any("norm" in name for name in names) and any(name.endswith("bias") for name in names)
+
+
+def test_the_trainer_builds_its_optimiser_from_the_settings(tiny_file, make_settings, tmp_path):
+    settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": 32, "threads": 1, "weight_decay": 0.3,
+                                                         "weight_decay_scope": "matrices", "adam_beta2": 0.98})
+    train(settings, "sasrec", load_benchmark(tiny_file), tmp_path / "run", track=False, progress=False)
+    groups = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.3, 0.0]
+    assert all(g["betas"] == (0.9, 0.98) for g in groups)
 
 
 def test_the_weight_average_is_what_is_validated_and_kept(tiny_file, make_settings, tmp_path):
