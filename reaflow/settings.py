@@ -354,10 +354,10 @@ class TrainingSettings(_Section):
     #: 0.5 helps, 1.0 already hurts.
     weight_decay: float = Field(0.0, ge=0)
     #: What the weight decay acts on: ``all`` parameters, or only the ``matrices`` (weights and embeddings, not
-    #: LayerNorm gains or biases, the usual Transformer practice).
+    #: LayerNorm gains or biases, the usual Transformer practice). ``matrices`` was below ``all`` on Beauty.
     weight_decay_scope: Literal["all", "matrices"] = "all"
     #: Adam's second-moment decay; 0.98 forgets gradient scale over ~50 steps instead of ~1000 (about 11 epochs
-    #: on Beauty).
+    #: on Beauty), and lifted SASRec there on every seed (bench/RESULTS.md).
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
