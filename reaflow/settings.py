@@ -350,8 +350,8 @@ class TrainingSettings(_Section):
     patience: int = Field(3, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
-    #: AdamW's decoupled weight decay, on every parameter. Sharp optimum on Beauty (bench/RESULTS.md):
-    #: 0.5 helps, 1.0 already hurts.
+    #: AdamW's decoupled weight decay, on the parameters ``weight_decay_scope`` names. Sharp optimum on Beauty
+    #: (bench/RESULTS.md): 0.5 helps, 1.0 already hurts.
     weight_decay: float = Field(0.0, ge=0)
     #: What the weight decay acts on: ``all`` parameters, or only the ``matrices`` (weights and embeddings, not
     #: LayerNorm gains or biases, the usual Transformer practice). ``matrices`` was below ``all`` on Beauty.
