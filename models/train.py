@@ -215,7 +215,7 @@ def _fresh_state() -> dict:
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str) -> list[dict]:
     """AdamW groups: with scope ``matrices``, 1-D parameters (LayerNorm gains, biases) are not decayed."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = list(model.parameters())
     if scope == "all":
         return [{"params": params, "weight_decay": weight_decay}]
     return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
