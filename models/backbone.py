@@ -290,13 +290,15 @@ class Backbone(nn.Module):
               noise: float = 0.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run reasoning chains from ``start`` [B, S, d]: step t reads its previous state plus ``step_embeddings[t]``.
 
-        With ``noise`` > 0 a twin chain runs beside each chain: its step input
-        is the clean chain's input plus Gaussian noise, and it attends to its
-        own earlier tokens (the second view of a contrastive term). Returns
-        the states of every step, and of the twins (empty without noise).
+        With ``noise`` > 0 a twin chain runs beside the last slot's chain: its
+        step input is the clean chain's input plus Gaussian noise, and it
+        attends to its own earlier tokens (the second view of a contrastive
+        term, which reads the newest position only; a twin beside every slot
+        would cost a second chain per position). Returns the states of every
+        step [B, S, d], and of the twin [B, 1, d] (empty without noise).
         """
         slots = start.shape[1]
-        where = positions.repeat(2) if noise else positions
+        where = torch.cat([positions, positions[-1:]]) if noise else positions
         # Slot s sees the cached keys up to its own position; the same for every step of the chain.
         causal = torch.arange(cache.length, device=start.device)[None, :] <= where[:, None]  # [S, L]
         seq_mask = (causal[None] & cache.key_mask)[:, None]  # [B, 1, S, L]
@@ -304,7 +306,8 @@ class Backbone(nn.Module):
         for step in step_embeddings:
             fed = x + step
             if noise:
-                fed = torch.cat([fed, fed + noise * torch.randn_like(fed)], dim=1)
+                newest = fed[:, -1:]
+                fed = torch.cat([fed, newest + noise * torch.randn_like(newest)], dim=1)
             y, new = self.reason(self.reasoning_input(fed), cache, seq_mask, past)
             past = append_step(past, new)
             x = y[:, :slots]

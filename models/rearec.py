@@ -12,7 +12,8 @@ Choices made here (the paper and its released code leave them open or differ):
 - The diversity (ERL) and contrastive (PRL) terms are computed at the newest
   position of each training sequence (one per user per batch), the
   recommendation terms at every position: the regularisers need a softmax over
-  all items per state, the dominant cost.
+  all items per state, the dominant cost. PRL's noisy second chain runs at
+  that newest position only.
 - The released code reads ``self.noise_factor`` in ERL's forward, which ERL
   never defines (it fails once the warm-up ends), and adds PRL's ``cl_loss``
   in warm-up epochs before it is assigned. Here ERL uses no noise at all (its

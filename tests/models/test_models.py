@@ -102,6 +102,22 @@ def test_cached_reasoning_equals_reencoding(name, layout):
     torch.testing.assert_close(everywhere[-1][:, 3], prefix[-1], atol=1e-5, rtol=1e-4)
 
 
+def test_prl_noisy_twin_runs_beside_the_newest_position_only():
+    torch.manual_seed(4)
+    model = build_model("rearec-prl", small_config(), 12).eval()
+    b = batch()
+    with torch.no_grad():
+        clean, _ = model.states(b, everywhere=True)
+        _, nearly_clean = model.states(b, everywhere=True, noise=1e-7)
+        _, noisy = model.states(b, everywhere=True, noise=0.5)
+    assert len(nearly_clean) == model.cfg.reasoning_steps
+    for step, (twin, far) in enumerate(zip(nearly_clean, noisy, strict=True), start=1):
+        assert twin.shape == (3, 1, model.cfg.hidden_size)
+        # Without noise the twin is the clean chain at the newest position: same cached keys, same own past.
+        torch.testing.assert_close(twin[:, 0], clean[step][:, -1], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(far[:, 0], clean[step][:, -1], atol=1e-3)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 def test_plr_streams_cached_equal_reencoding_and_stay_apart(layout):
     torch.manual_seed(2)
