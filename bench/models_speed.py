@@ -1,6 +1,8 @@
 """Training and inference speed of every model on one benchmark, side by side in one process.
 
-Per model: one full training epoch (sequences/s, seconds), inference latency
+Per model: one full training epoch (sequences/s, seconds, and the
+floating-point operations of a training step, forward and backward, over
+its first batches), inference latency
 at batch 1 (p50, p99 over ``--requests`` test histories: encode, reason,
 score every item, top-10) and throughput at batch 256 over all test users
 (best of 3 passes), and the floating-point operations of that pass;
@@ -38,13 +40,18 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int]:
+def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int, float]:
+    """Seconds for one epoch, sequences in it, and GFLOP per training step (mean of the warm-up steps)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     model.epoch = 10  # past every warm-up: all loss terms on
     batches = train_batches(data.train, batch_size, model.cfg.max_len, seed=0, epoch=0)
-    for batch in batches[:3]:  # warm-up (allocator, kernels) outside the timer
-        model.loss(batch.to(DEVICE))[0].backward()
+    warmup = batches[:3]  # allocator, kernels: outside the timer
+    with FlopCounterMode(display=False) as counter:
+        for batch in warmup:
+            model.loss(batch.to(DEVICE))[0].backward()
     optimizer.zero_grad(set_to_none=True)
     started = clock()
     for batch in batches:
@@ -52,7 +59,7 @@ def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int]:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return clock() - started, sum(b.items.shape[0] for b in batches)
+    return clock() - started, sum(b.items.shape[0] for b in batches), counter.get_total_flops() / 1e9 / len(warmup)
 
 
 @torch.no_grad()
@@ -100,6 +107,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["sasrec", "rearec-erl", "rearec-prl", "plr"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
+    parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings (e.g. hidden_size).")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--long", type=int, default=20, help="Also measure throughput on histories of at least this many items.")
@@ -112,14 +120,15 @@ def main() -> None:
     data = load_benchmark(args.data, args.data_root)
     rng = np.random.default_rng(0)
     sample = [data.test.histories[i] for i in rng.permutation(len(data.test))[: args.requests]]
+    settings = {"loss": args.loss, **json.loads(args.model_settings)}
     rows = {}
     for name in args.models:
         torch.manual_seed(0)
-        model = build_model(name, ModelSettings(loss=args.loss), data.num_items).to(DEVICE)
+        model = build_model(name, ModelSettings(**settings), data.num_items).to(DEVICE)
         row = {}
         if not args.skip_training:
-            seconds, sequences = train_epoch_seconds(model, data, 256)
-            row.update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds)
+            seconds, sequences, step_gflop = train_epoch_seconds(model, data, 256)
+            row.update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds, train_step_gflop=step_gflop)
         latency_ms(model, sample, 20)  # warm-up
         times = latency_ms(model, sample, args.requests)
         long_histories = [h for h in data.test.histories if len(h) >= args.long]
@@ -133,9 +142,9 @@ def main() -> None:
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     base = rows.get("sasrec")
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else platform.processor() or platform.machine()
-    print(f"\n{args.data}, {args.loss} loss, {args.threads} thread(s), torch {torch.__version__}, {where}")
-    print(f"| model | train seq/s | s/epoch | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | GFLOP (batch 256, all users) | FLOP overhead | users/s, histories >= {args.long} | overhead vs SASRec |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n{args.data}, {json.dumps(settings)}, {args.threads} thread(s), torch {torch.__version__}, {where}")
+    print(f"| model | train seq/s | s/epoch | train GFLOP/step | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | GFLOP (batch 256, all users) | FLOP overhead | users/s, histories >= {args.long} | overhead vs SASRec |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def overhead(row, key):
         return f"{(base[key] / row[key] - 1) * 100:+.1f}%" if base else "n/a"
@@ -144,7 +153,8 @@ def main() -> None:
         return f"{(row['batch256_gflop'] / base['batch256_gflop'] - 1) * 100:+.1f}%" if base else "n/a"
 
     for name, row in rows.items():
-        train_cells = f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f}" if "epoch_seconds" in row else "- | -"
+        train_cells = (f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f} | {row['train_step_gflop']:.1f}"
+                       if "epoch_seconds" in row else "- | - | -")
         print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | "
               f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(row)} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
     if args.big_batch:
