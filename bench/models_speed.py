@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from models import Batch, build_model
 from models.data import history_batches, load_benchmark, train_batches
@@ -42,8 +43,6 @@ def clock() -> float:
 
 def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int, float]:
     """Seconds for one epoch, sequences in it, and GFLOP per training step (mean of the warm-up steps)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     model.epoch = 10  # past every warm-up: all loss terms on
@@ -91,8 +90,6 @@ def throughput(model, histories, batch_size: int = 256, repeats: int = 3) -> flo
 @torch.no_grad()
 def gflops(model, histories, batch_size: int = 256) -> float:
     """Floating-point operations of one scoring pass over all histories (matrix products and attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model.eval()
     with FlopCounterMode(display=False) as counter:
         for _, batch in history_batches(histories, batch_size, model.cfg.max_len):
