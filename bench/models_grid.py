@@ -38,7 +38,6 @@ def run_one(job: dict) -> dict:
     from models.data import load_benchmark
     from models.train import train
     from reaflow.errors import ReaflowError
-    from reaflow.settings import load_settings
 
     torch.set_num_threads(1)
     folder = Path(job["out"]) / job["setting"] / f"{job['model']}-seed{job['seed']}"
@@ -46,14 +45,20 @@ def run_one(job: dict) -> dict:
     if done.exists() and not job["extend"]:
         return {**json.loads(done.read_text()), "setting": job["setting"], "seed": job["seed"]}
     # With --extend, a run stopped by a lower --epochs carries on to the new limit (finished runs return at once).
-    settings = load_settings(state_dir=job["out"], model=job["model_settings"],
-                             training={**job["training"], "seed": job["seed"], "threads": 1})
+    settings = job_settings(job["out"], job["model_settings"], job["training"], job["seed"])
     data = load_benchmark(job["data"], job["data_root"])
     try:
         train(settings, job["model"], data, folder, track=False, progress=False)
     except ReaflowError as exc:  # one bad run (e.g. a stale checkpoint) must not stop the others
         return {"model": job["model"], "seed": job["seed"], "setting": job["setting"], "error": str(exc)}
     return {**json.loads(done.read_text()), "setting": job["setting"], "seed": job["seed"]}
+
+
+def job_settings(out: str, model_settings: dict, training: dict, seed: int):
+    """The settings of one run of the grid (``bench/reasoning_states.py`` rebuilds a finished run from them)."""
+    from reaflow.settings import load_settings
+
+    return load_settings(state_dir=out, model=model_settings, training={**training, "seed": seed, "threads": 1})
 
 
 def setting_name(lr: float, dropout: float | None) -> str:

@@ -57,11 +57,30 @@ class SequentialModel(nn.Module):
         total = sum(terms.values())
         return total, {name: float(value.detach()) for name, value in terms.items()}
 
+    def named_states(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every state [B, d] the model could score a user with, by name; ``scored`` is the one it does.
+
+        The reasoning models add their base and step (or stream) states: how
+        each ranks alone, and how far a per-user pick of the best one would go,
+        says whether the states differ usefully and how much a better
+        aggregation of them could gain (``models.evaluate.state_breakdown``).
+        """
+        return {"scored": self.user_state(batch)}
+
     @torch.no_grad()
     def score(self, batch: Batch) -> torch.Tensor:
         """[B, num_items + 1] scores of every item; padding column is -inf."""
         with self.backbone.items.one_table():
-            scores = self.logits(self.user_state(batch))
+            return self.item_scores(self.user_state(batch))
+
+    @torch.no_grad()
+    def score_each_state(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``score`` for each of ``named_states``."""
+        with self.backbone.items.one_table():
+            return {name: self.item_scores(state) for name, state in self.named_states(batch).items()}
+
+    def item_scores(self, states: torch.Tensor) -> torch.Tensor:
+        scores = self.logits(states)
         scores[:, 0] = float("-inf")
         return scores
 

@@ -24,19 +24,48 @@ def target_ranks(model: SequentialModel, data: EvalSet, *, batch_size: int = 512
     model.eval()
     kept = np.zeros(len(data), dtype=np.int64)
     removed = np.zeros(len(data), dtype=np.int64)
-    max_len = model.cfg.max_len
-    for rows, batch in history_batches(data.histories, batch_size, max_len, data.context):
-        scores = model.score(batch.to(device)).float()
-        targets = torch.as_tensor(data.targets[rows], device=scores.device)
-        target_scores = scores.gather(1, targets[:, None])
-        kept[rows] = (scores > target_scores).sum(1).cpu().numpy()
-        remove_seen(scores, [data.histories[i] for i in rows])
-        target_scores = scores.gather(1, targets[:, None])
-        # A removed target (seen before) ranks below everything.
-        beaten = (scores > target_scores).sum(1)
-        beaten = torch.where(torch.isinf(target_scores[:, 0]), torch.full_like(beaten, scores.shape[1]), beaten)
-        removed[rows] = beaten.cpu().numpy()
+    for rows, batch in history_batches(data.histories, batch_size, model.cfg.max_len, data.context):
+        kept[rows], removed[rows] = ranks_of(model.score(batch.to(device)), data, rows)
     return kept, removed
+
+
+def ranks_of(scores: torch.Tensor, data: EvalSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of ``data``'s targets at ``rows`` under ``scores`` [len(rows), num_items + 1]: (seen kept, seen removed).
+
+    Seen items' scores are overwritten in place: ``scores`` is used up.
+    """
+    scores = scores.float()
+    targets = torch.as_tensor(data.targets[rows], device=scores.device)
+    target_scores = scores.gather(1, targets[:, None])
+    kept = (scores > target_scores).sum(1).cpu().numpy()
+    remove_seen(scores, [data.histories[i] for i in rows])
+    target_scores = scores.gather(1, targets[:, None])
+    # A removed target (seen before) ranks below everything.
+    beaten = (scores > target_scores).sum(1)
+    beaten = torch.where(torch.isinf(target_scores[:, 0]), torch.full_like(beaten, scores.shape[1]), beaten)
+    return kept, beaten.cpu().numpy()
+
+
+@torch.no_grad()
+def state_breakdown(model: SequentialModel, data: EvalSet, cutoffs, *, batch_size: int = 512,
+                    device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Seen-removed metrics of each of the model's ``named_states`` alone, and of an ``oracle`` that takes each
+    user's best-ranked state.
+
+    ``oracle`` above ``scored`` bounds what a better aggregation of the same
+    states could gain; ``best_share`` is the share of users for whom a state
+    ranks the target best (ties count for every state tied).
+    """
+    model.eval()
+    ranks: dict[str, np.ndarray] = {}
+    for rows, batch in history_batches(data.histories, batch_size, model.cfg.max_len, data.context):
+        for name, scores in model.score_each_state(batch.to(device)).items():
+            ranks.setdefault(name, np.zeros(len(data), dtype=np.int64))[rows] = ranks_of(scores, data, rows)[1]
+    if not ranks:
+        return {}
+    ranks["oracle"] = np.min(np.stack(list(ranks.values())), axis=0)
+    return {name: {**ranking_metrics(r, cutoffs), "best_share": float((r == ranks["oracle"]).mean()) if len(r) else float("nan")}
+            for name, r in ranks.items()}
 
 
 def remove_seen(scores: torch.Tensor, histories: list[np.ndarray]) -> None:

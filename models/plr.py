@@ -69,6 +69,17 @@ class PLR(SequentialModel):
         z = self.mix(anchor, self.streams(base, cache, everywhere=False))
         return (anchor + z)[:, -1]
 
+    def named_states(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Base, every stream's every step, each stream alone in place of the mixture (h0 + its mean), and the score."""
+        base, cache = self.encode(batch)
+        anchor = base[:, -1:]
+        streams = self.streams(base, cache, everywhere=False)  # [T, B, M, 1, d]
+        named = {"base": anchor[:, -1]}
+        for m in range(streams.shape[2]):
+            named |= {f"stream_{m + 1}_step_{t + 1}": streams[t, :, m, -1] for t in range(streams.shape[0])}
+            named[f"stream_{m + 1}"] = anchor[:, -1] + streams[:, :, m, -1].mean(0)
+        return named | {"scored": (anchor + self.mix(anchor, streams))[:, -1]}
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         base, cache = self.encode(batch)

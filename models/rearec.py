@@ -59,6 +59,11 @@ class ReaRec(SequentialModel):
         steps, twins = self.backbone.chain(cache, start, positions, self.steps, noise)
         return [start] + steps, twins
 
+    def named_states(self, batch: Batch) -> dict[str, torch.Tensor]:
+        states, _ = self.states(batch, everywhere=False)
+        named = {"base": states[0][:, -1]} | {f"step_{k}": s[:, -1] for k, s in enumerate(states[1:], 1)}
+        return named | {"scored": self.user_state(batch)}
+
 
 class ReaRecERL(ReaRec):
     """Ensemble reasoning: score with the mean of all K+1 states; reward diverse step distributions."""

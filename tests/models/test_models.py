@@ -349,6 +349,33 @@ def test_scores_rank_every_item_but_padding(name):
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
+EXPECTED_STATES = {
+    "sasrec": {"scored"},
+    "rearec-erl": {"base", "step_1", "step_2", "scored"},
+    "rearec-prl": {"base", "step_1", "step_2", "scored"},
+    "plr": {"base", "stream_1_step_1", "stream_1_step_2", "stream_1", "stream_2_step_1", "stream_2_step_2", "stream_2", "scored"},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_states_include_the_scored_one_and_each_reasoning_state(name):
+    torch.manual_seed(0)
+    model = build_model(name, small_config(), 12).eval()
+    b = Batch(batch().items)
+    named = model.named_states(b)
+    assert set(named) == EXPECTED_STATES[name]
+    assert all(state.shape == (3, 16) for state in named.values())
+    torch.testing.assert_close(named["scored"], model.user_state(b))
+    each = model.score_each_state(b)
+    torch.testing.assert_close(each["scored"], model.score(b))
+    if name == "rearec-erl":  # ERL scores with the mean of its states
+        torch.testing.assert_close(named["scored"], torch.stack([named[k] for k in ("base", "step_1", "step_2")]).mean(0))
+    if name == "rearec-prl":  # PRL with its last step
+        torch.testing.assert_close(named["scored"], named["step_2"])
+    if name == "plr":  # the streams are told apart by their triggers
+        assert not torch.allclose(named["stream_1_step_1"], named["stream_2_step_1"])
+
+
 @pytest.mark.parametrize("layout", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("name", NAMES)
 def test_padding_to_max_len_changes_nothing(name, layout):

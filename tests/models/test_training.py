@@ -16,7 +16,7 @@ import torch
 
 from models import Batch, build_model
 from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
-from models.evaluate import evaluate, long_tail_items, ranking_metrics, target_ranks
+from models.evaluate import evaluate, long_tail_items, ranking_metrics, state_breakdown, target_ranks
 from models.train import TrainingError, _decays_now, _parameter_groups, train
 from tests.conftest import SHARED_DATA
 
@@ -82,6 +82,48 @@ def test_full_ranking_with_and_without_seen_items():
     assert removed.tolist() == [1, 1, 5]
     metrics = evaluate(model, data, [1, 2])
     assert metrics["hr_2"] == pytest.approx(1 / 3) and metrics["hr_2_seen_removed"] == pytest.approx(2 / 3)
+
+
+class TwoFixedStates(FixedScores):
+    """Two named states with known tables: ``scored`` (the table above) and ``other``."""
+
+    def __init__(self, table, other):
+        super().__init__(table)
+        self.other = FixedScores(other)
+
+    def eval(self):
+        return self
+
+    def score_each_state(self, batch: Batch):
+        return {"scored": self.score(batch), "other": self.other.score(batch)}
+
+
+def test_state_breakdown_ranks_each_state_and_the_per_user_best():
+    table = [[0, 0, 0, 0, 0], [0, 1, 2, 3, 4], [0, 4, 3, 2, 1], [0, 1, 1, 1, 1]]
+    # "other" scores the other way round after item 1 (1 > 2 > 3 > 4) and after item 2 (4 > 3 > 2 > 1).
+    other = [[0, 0, 0, 0, 0], [0, 4, 3, 2, 1], [0, 1, 2, 3, 4], [0, 1, 1, 1, 1]]
+    data = EvalSet([np.array([1]), np.array([3, 2]), np.array([2, 1])], np.array([3, 4, 1]))
+    got = state_breakdown(TwoFixedStates(table, other), data, [1, 2])
+    # Seen removed. scored: ranks 1, 1, 5 (as above). other: user 0 (history [1], target 3): 2 beats it
+    # (1 removed) -> 1; user 1 (history [3, 2], newest 2): 4 tops -> 0; user 2: its target is seen -> 5.
+    assert got["scored"]["hr_2"] == pytest.approx(2 / 3) and got["scored"]["hr_1"] == 0
+    assert got["other"]["hr_1"] == pytest.approx(1 / 3)
+    # The oracle takes user 1's rank from "other": 1, 0, 5.
+    assert got["oracle"]["hr_1"] == pytest.approx(1 / 3) and got["oracle"]["hr_2"] == pytest.approx(2 / 3)
+    assert got["oracle"]["ndcg_2"] == pytest.approx((1 / np.log2(3) + 1) / 3)
+    # Best for: scored ties on users 0 and 2, other is best on all three.
+    assert got["scored"]["best_share"] == pytest.approx(2 / 3) and got["other"]["best_share"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["rearec-erl", "plr"])
+def test_a_trained_reasoning_model_s_scored_state_matches_its_evaluation(tiny_file, tiny_settings, name, tmp_path):
+    data = load_benchmark(tiny_file)
+    model = train(tiny_settings, name, data, tmp_path / "run", track=False, progress=False, max_epochs=1).model
+    got = state_breakdown(model, data.test, [10])
+    plain = evaluate(model, data.test, [10])
+    assert got["scored"]["ndcg_10"] == pytest.approx(plain["ndcg_10_seen_removed"])
+    assert all(got["oracle"]["ndcg_10"] >= m["ndcg_10"] for m in got.values())
+    assert {"base", "oracle"} <= set(got)
 
 
 def test_rare_targets_are_those_with_few_training_interactions():
