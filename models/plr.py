@@ -25,6 +25,11 @@ Choices made here (the paper leaves them open):
   alternative; off by default, as the paper trains). On Beauty (full
   softmax, input dropout 0.2, 3 seeds) it lifted test NDCG@10 from 0.0425
   to 0.0484 and halved the epochs to the best one (bench/RESULTS.md).
+- ``plr_divergence_pairs: streams`` pushes apart only different streams at
+  the same step. With all pairs (the paper's choice, the default) on
+  Beauty the cap was met by the second step's states alone (ranking near
+  randomly by themselves) while the two streams stayed alike
+  (``bench/reasoning_states.py``; bench/RESULTS.md).
 - The divergence reward stops at ``divergence_cap`` nats per user: uncapped,
   on Beauty it ran away in epoch 12 (the term went from -0.15 to -11.4 in
   three epochs while validation NDCG@10 fell from 0.044 to 0.0004).
@@ -89,9 +94,14 @@ class PLR(SequentialModel):
         terms = {"rec": self.recommendation_loss(*targeted(scored, batch))}
         if cfg.plr_kl_weight > 0:
             newest = streams[..., -1, :]  # [T, B, M, d]
-            states = [newest[t, :, s] for t in range(newest.shape[0]) for s in range(newest.shape[2])]
-            if len(states) > 1:
-                terms["kl_global"] = -cfg.plr_kl_weight * symmetric_divergence(self, states)
+            steps, width = newest.shape[0], newest.shape[2]
+            if cfg.plr_divergence_pairs == "all":
+                groups = [[newest[t, :, m] for t in range(steps) for m in range(width)]]
+            else:  # each step's streams among themselves
+                groups = [[newest[t, :, m] for m in range(width)] for t in range(steps)]
+            groups = [g for g in groups if len(g) > 1]
+            if groups:
+                terms["kl_global"] = -cfg.plr_kl_weight * torch.stack([symmetric_divergence(self, g) for g in groups]).mean()
         if cfg.plr_cl_weight > 0 and self.training:
             again = self.mix(base[:, -1:], self.streams(base, cache, everywhere=False))
             terms["contrastive"] = cfg.plr_cl_weight * info_nce(z[:, -1], again[:, -1], cfg.cl_temperature)

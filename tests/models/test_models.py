@@ -445,3 +445,19 @@ def test_the_diversity_reward_is_bounded(name):
     assert all(float(s.grad.abs().sum()) == 0 for s in apart)  # nothing more to gain past the cap
     close = [torch.zeros(4, 16), torch.zeros(4, 16) + 1e-3]
     assert -1e-5 < float(divergence(model, close).detach()) < 0.5  # ~0, up to rounding of the closed form
+
+
+@pytest.mark.parametrize("pairs", ["all", "streams"])
+def test_plr_regulariser_pairs_steps_and_streams_or_streams_only(pairs):
+    torch.manual_seed(0)
+    model = build_model("plr", small_config(plr_divergence_pairs=pairs, dropout=0.0), 12).eval()
+    with torch.no_grad():
+        model.triggers[1] = model.triggers[0]  # two identical streams: only their steps differ
+        model.steps.mul_(100)
+        for p in model.backbone.items.parameters():
+            p.mul_(50)  # item distributions far from uniform, so differing states tell apart
+    divergence = -float(model.losses(batch())["kl_global"].detach())
+    if pairs == "streams":
+        assert divergence == pytest.approx(0.0, abs=1e-5)
+    else:
+        assert divergence > 1e-4
