@@ -69,10 +69,9 @@ class MaskedDiffusion(SequentialModel):
         states, _ = self.backbone.encode(self.with_slots(batch.items, 1), causal=False)
         return states[:, -1]
 
-    @torch.no_grad()
-    def score(self, batch: Batch) -> torch.Tensor:
-        with self.backbone.items.one_table():
-            scores = self.logits(self.user_state(batch))[:, : self.num_items + 1]
+    def item_scores(self, states: torch.Tensor) -> torch.Tensor:
+        """The items' scores without the mask token's column."""
+        scores = self.logits(states)[:, : self.num_items + 1]
         scores[:, 0] = float("-inf")
         return scores
 
