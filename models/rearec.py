@@ -59,10 +59,18 @@ class ReaRec(SequentialModel):
         steps, twins = self.backbone.chain(cache, start, positions, self.steps, noise)
         return [start] + steps, twins
 
+    def scored(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """The state that scores, from the base and step states (ERL: their mean; PRL: the last)."""
+        raise NotImplementedError
+
+    def user_state(self, batch: Batch) -> torch.Tensor:
+        states, _ = self.states(batch, everywhere=False)
+        return self.scored(states)[:, -1]
+
     def named_states(self, batch: Batch) -> dict[str, torch.Tensor]:
         states, _ = self.states(batch, everywhere=False)
         named = {"base": states[0][:, -1]} | {f"step_{k}": s[:, -1] for k, s in enumerate(states[1:], 1)}
-        return named | {"scored": self.user_state(batch)}
+        return named | {"scored": self.scored(states)[:, -1]}
 
 
 class ReaRecERL(ReaRec):
@@ -70,14 +78,12 @@ class ReaRecERL(ReaRec):
 
     name = "rearec-erl"
 
-    def user_state(self, batch: Batch) -> torch.Tensor:
-        states, _ = self.states(batch, everywhere=False)
-        return torch.stack(states).mean(0)[:, -1]
+    def scored(self, states: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(states).mean(0)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         states, _ = self.states(batch, everywhere=True)
-        ensemble = torch.stack(states).mean(0)
-        terms = {"rec": self.recommendation_loss(*targeted(ensemble, batch))}
+        terms = {"rec": self.recommendation_loss(*targeted(self.scored(states), batch))}
         if self.cfg.erl_kl_weight > 0:
             terms["kl_diversity"] = -self.cfg.erl_kl_weight * step_divergence(self, [s[:, -1] for s in states])
         return terms
@@ -88,9 +94,8 @@ class ReaRecPRL(ReaRec):
 
     name = "rearec-prl"
 
-    def user_state(self, batch: Batch) -> torch.Tensor:
-        states, _ = self.states(batch, everywhere=False)
-        return states[-1][:, -1]
+    def scored(self, states: list[torch.Tensor]) -> torch.Tensor:
+        return states[-1]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
