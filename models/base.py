@@ -80,7 +80,8 @@ class SequentialModel(nn.Module):
             return {name: self.item_scores(state) for name, state in self.named_states(batch).items()}
 
     def item_scores(self, states: torch.Tensor) -> torch.Tensor:
-        scores = self.logits(states)
+        """Scores of the catalog's items; columns past it (a mask token's) are cropped."""
+        scores = self.logits(states)[:, : self.num_items + 1]
         scores[:, 0] = float("-inf")
         return scores
 

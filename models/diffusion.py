@@ -69,12 +69,6 @@ class MaskedDiffusion(SequentialModel):
         states, _ = self.backbone.encode(self.with_slots(batch.items, 1), causal=False)
         return states[:, -1]
 
-    def item_scores(self, states: torch.Tensor) -> torch.Tensor:
-        """The items' scores without the mask token's column."""
-        scores = self.logits(states)[:, : self.num_items + 1]
-        scores[:, 0] = float("-inf")
-        return scores
-
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         tokens = full_sequences(batch)[:, -self.cfg.max_len:]
         ratio = mask_ratios(tokens.shape[0], self.cfg.diffusion_min_mask_ratio, tokens.device)
