@@ -303,12 +303,12 @@ class ModelSettings(_Section):
     #: PLR: parallel streams M and steps per stream T.
     plr_streams: int = Field(2, ge=1)
     plr_steps: int = Field(2, ge=1)
-    #: PLR: weight of the global reasoning regulariser (symmetric KL between all reasoning states).
+    #: PLR: weight of the global reasoning regulariser (symmetric KL between reasoning states, see below).
     plr_kl_weight: float = Field(0.1, ge=0)
-    #: PLR: which reasoning states the regulariser pushes apart: ``all`` pairs of the T*M states (the paper), or
-    #: ``streams``, only different streams at the same step (steps can meet the divergence cap on their own,
-    #: leaving the streams alike).
-    plr_divergence_pairs: Literal["all", "streams"] = "all"
+    #: PLR: which reasoning states the regulariser pushes apart: ``streams``, only different streams at the same
+    #: step, or ``all`` pairs of the T*M states (the paper's; there the steps can meet the divergence cap on their
+    #: own, leaving the streams alike).
+    plr_divergence_pairs: Literal["all", "streams"] = "streams"
     #: PLR: weight of the contrastive term between two dropout views.
     plr_cl_weight: float = Field(0.1, ge=0)
     #: PLR: train on base + reasoning (as inference scores) instead of the reasoning alone.
