@@ -12,7 +12,7 @@ global regulariser (mean symmetric KL between the item distributions of the
 streams' states, step by step), plus InfoNCE between two
 dropout views of ``z``. Inference scores with ``h0 + z``.
 
-Choices made here (the paper leaves them open):
+Choices made here (where the paper leaves them open, and one departure):
 - A step's state is the output of the full layer stack (every layer reused,
   with its own cached keys/values), as in ReaRec, not of one attention block.
 - The mixture gate is ``softmax(W h0 + b)`` over streams; a stream's summary
@@ -26,12 +26,13 @@ Choices made here (the paper leaves them open):
   softmax, input dropout 0.2, 3 seeds) it lifted test NDCG@10 from 0.0425
   to 0.0484 and halved the epochs to the best one (bench/RESULTS.md).
 - The regulariser pushes apart only different streams at the same step
-  (``plr_divergence_pairs: streams``, the default), not all T*M states as
-  the paper does (``all``). With all pairs on Beauty the cap was met by the
-  second step's states alone (ranking near randomly by themselves) while
-  the two streams stayed alike (``bench/reasoning_states.py``); streams-only
-  keeps them apart and ranked higher over three seeds (test NDCG@10 seen
-  removed 0.0555 against 0.0552; bench/RESULTS.md).
+  (``plr_divergence_pairs: streams``, the default): a departure from the
+  paper, which pushes apart all T*M states (``all``). With all pairs on
+  Beauty the cap was met by the second step's states alone (ranking near
+  randomly by themselves) while the two streams stayed alike
+  (``bench/reasoning_states.py``); streams-only keeps them apart and ranked
+  higher over three seeds (test NDCG@10 seen removed 0.0555 against 0.0552;
+  bench/RESULTS.md).
 - The divergence reward stops at ``divergence_cap`` nats per user: uncapped,
   on Beauty it ran away in epoch 12 (the term went from -0.15 to -11.4 in
   three epochs while validation NDCG@10 fell from 0.044 to 0.0004).
