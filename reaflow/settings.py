@@ -307,7 +307,7 @@ class ModelSettings(_Section):
     plr_kl_weight: float = Field(0.1, ge=0)
     #: PLR: which reasoning states the regulariser pushes apart: ``streams``, only different streams at the same
     #: step, or ``all`` pairs of the T*M states (the paper's; there the steps can meet the divergence cap on their
-    #: own, leaving the streams alike).
+    #: own, leaving the streams alike). With one stream, ``streams`` has no pairs: no regulariser.
     plr_divergence_pairs: Literal["all", "streams"] = "streams"
     #: PLR: weight of the contrastive term between two dropout views.
     plr_cl_weight: float = Field(0.1, ge=0)
