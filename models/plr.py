@@ -16,7 +16,9 @@ Choices made here (where the paper leaves them open, and one departure):
 - A step's state is the output of the full layer stack (every layer reused,
   with its own cached keys/values), as in ReaRec, not of one attention block.
 - The mixture gate is ``softmax(W h0 + b)`` over streams; a stream's summary
-  is the mean of its T step states.
+  is the mean of its T step states. ``plr_mix: states`` gates every one of
+  the T*M step states instead (the cheap alternative: a user's weight may
+  fall on single steps; see bench/RESULTS.md).
 - The regulariser and the contrastive term are computed at the newest
   position of each training sequence; the recommendation loss at every
   position. The second contrastive view reruns the streams (not the encoder)
@@ -54,7 +56,8 @@ class PLR(SequentialModel):
         super().__init__(cfg, num_items, knowledge)
         self.triggers = nn.Parameter(torch.randn(cfg.plr_streams, cfg.hidden_size) * 0.02)
         self.steps = nn.Parameter(torch.randn(cfg.plr_steps, cfg.hidden_size) * 0.02)
-        self.gate = nn.Linear(cfg.hidden_size, cfg.plr_streams)
+        mixed = cfg.plr_streams * (cfg.plr_steps if cfg.plr_mix == "states" else 1)
+        self.gate = nn.Linear(cfg.hidden_size, mixed)
 
     def streams(self, base: torch.Tensor, cache, everywhere: bool) -> torch.Tensor:
         """Stream states [T, B, M, Q, d] for Q query positions (all positions, or the newest)."""
@@ -66,10 +69,13 @@ class PLR(SequentialModel):
         return torch.stack(steps).view(len(steps), base.shape[0], m, q, -1)
 
     def mix(self, anchor: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
-        """z = sum_m gate_m(h0) * mean_t stream_m: anchor [B, Q, d], streams [T, B, M, Q, d] -> [B, Q, d]."""
-        weights = torch.softmax(self.gate(anchor), dim=-1)  # [B, Q, M]
-        summary = streams.mean(0)  # [B, M, Q, d]
-        return torch.einsum("bqm,bmqd->bqd", weights, summary)
+        """z = the gate's (on h0) weighted sum of the stream means or of every state: anchor [B, Q, d], streams [T, B, M, Q, d] -> [B, Q, d]."""
+        weights = torch.softmax(self.gate(anchor), dim=-1)  # [B, Q, M] or [B, Q, T*M]
+        if self.cfg.plr_mix == "states":
+            mixed = streams.transpose(0, 1).flatten(1, 2)  # [B, T*M, Q, d], step-major
+        else:
+            mixed = streams.mean(0)  # [B, M, Q, d]
+        return torch.einsum("bqs,bsqd->bqd", weights, mixed)
 
     def user_state(self, batch: Batch) -> torch.Tensor:
         base, cache = self.encode(batch)

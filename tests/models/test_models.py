@@ -461,3 +461,20 @@ def test_plr_regulariser_pairs_steps_and_streams_or_streams_only(pairs):
         assert divergence == pytest.approx(0.0, abs=1e-5)
     else:
         assert divergence > 1e-4
+
+
+def test_plr_state_gate_weighs_single_steps_and_starts_as_the_stream_mixture():
+    torch.manual_seed(0)
+    by_streams = build_model("plr", small_config(dropout=0.0), 12).eval()
+    by_states = build_model("plr", small_config(dropout=0.0, plr_mix="states"), 12).eval()
+    by_states.load_state_dict({k: v for k, v in by_streams.state_dict().items() if not k.startswith("gate.")}, strict=False)
+    with torch.no_grad():
+        for model in (by_streams, by_states):
+            model.gate.weight.zero_()
+            model.gate.bias.zero_()
+        # An even gate over the T*M states is the even mixture of the stream means.
+        torch.testing.assert_close(by_states.user_state(batch()), by_streams.user_state(batch()))
+        by_states.gate.bias[3] = 50.0  # all weight on state 3: step 2 of stream 2 (step-major)
+        base, cache = by_states.encode(batch())
+        streams = by_states.streams(base, cache, everywhere=False)
+        torch.testing.assert_close(by_states.user_state(batch()), base[:, -1] + streams[1, :, 1, -1])
