@@ -310,7 +310,7 @@ class ModelSettings(_Section):
     #: own, leaving the streams alike). With one stream, ``streams`` has no pairs: no regulariser.
     plr_divergence_pairs: Literal["all", "streams"] = "streams"
     #: PLR: what the gate on the base state weighs: ``streams``, each stream's mean over its steps (the paper's
-    #: mixture of streams), or ``states``, every one of the T*M step states on its own.
+    #: mixture of streams), or ``states``, every one of the T*M step states on its own (lower on Beauty).
     plr_mix: Literal["streams", "states"] = "streams"
     #: PLR: weight of the contrastive term between two dropout views.
     plr_cl_weight: float = Field(0.1, ge=0)
