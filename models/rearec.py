@@ -27,6 +27,10 @@ Choices made here (the paper and its released code leave them open or differ):
   SASRec unchanged.
 - ERL's diversity reward stops at ``divergence_cap`` nats per user (see PLR,
   where the uncapped reward ran away).
+- ``erl_state_loss_weight`` (0 by default, the paper's loss) adds a
+  recommendation loss on each state alone: trained only through their mean,
+  the states ranked far below it alone on Beauty (bench/RESULTS.md), an
+  ensemble of weak members.
 - PRL's InfoNCE compares L2-normalised states with temperature
   ``cl_temperature`` (the release uses raw dot products over 0.07).
 - Training needs a learning-rate warm-up (``training.warmup_steps``): on
@@ -84,6 +88,9 @@ class ReaRecERL(ReaRec):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         states, _ = self.states(batch, everywhere=True)
         terms = {"rec": self.recommendation_loss(*targeted(self.scored(states), batch))}
+        if self.cfg.erl_state_loss_weight > 0:
+            terms["states"] = self.cfg.erl_state_loss_weight * torch.stack(
+                [self.recommendation_loss(*targeted(s, batch)) for s in states]).mean()
         if self.cfg.erl_kl_weight > 0:
             terms["kl_diversity"] = -self.cfg.erl_kl_weight * step_divergence(self, [s[:, -1] for s in states])
         return terms

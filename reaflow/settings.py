@@ -293,6 +293,9 @@ class ModelSettings(_Section):
     reasoning_steps: int = Field(2, ge=1)
     #: ReaRec-ERL: weight of the step-diversity (KL) reward.
     erl_kl_weight: float = Field(0.05, ge=0)
+    #: ReaRec-ERL: weight of a recommendation loss on each of the K+1 states alone (their mean), besides the
+    #: loss on the ensemble (0: the paper's, the ensemble alone); trained so, each state is a predictor of its own.
+    erl_state_loss_weight: float = Field(0.0, ge=0)
     #: ReaRec-PRL: temperature ratio between consecutive steps (earlier steps are softer).
     prl_temperature_ratio: float = Field(5.0, ge=1)
     #: ReaRec-PRL: std of the noise added to reasoning inputs for the contrastive view.

@@ -227,6 +227,20 @@ def test_a_position_history_is_the_logged_items_up_to_it():
         build_model("sasrec", small_config(exclude_seen=True), 12).recommendation_loss(states[0], targets[:6])
 
 
+def test_erl_state_loss_trains_each_state_alone_beside_the_ensemble():
+    torch.manual_seed(4)
+    model = build_model("rearec-erl", small_config(erl_state_loss_weight=0.5, dropout=0.0), 12).train()
+    b = batch()
+    _, terms = model.loss(b)
+    with torch.no_grad():
+        states, _ = model.states(b, everywhere=True)
+        alone = [F.cross_entropy(model.logits(s)[:, 1:], t - 1) for s, t, _ in (targeted(s, b) for s in states)]
+        ensemble, targets, _ = targeted(torch.stack(states).mean(0), b)
+        together = F.cross_entropy(model.logits(ensemble)[:, 1:], targets - 1)
+    assert terms["states"] == pytest.approx(0.5 * float(torch.stack(alone).mean()), rel=1e-5)
+    assert terms["rec"] == pytest.approx(float(together), rel=1e-5)
+
+
 def test_prl_contrastive_term_waits_for_warmup():
     model = build_model("rearec-prl", small_config(prl_cl_warmup_epochs=2), 12).train()
     model.epoch = 1
