@@ -28,9 +28,10 @@ Choices made here (the paper and its released code leave them open or differ):
 - ERL's diversity reward stops at ``divergence_cap`` nats per user (see PLR,
   where the uncapped reward ran away).
 - ``erl_state_loss_weight`` (0 by default, the paper's loss) adds a
-  recommendation loss on each state alone: trained only through their mean,
-  the states ranked far below it alone on Beauty (bench/RESULTS.md), an
-  ensemble of weak members.
+  recommendation loss on each state alone: trained only through their mean
+  (with the diversity cap off), the states each ranked far below it on
+  Beauty, an ensemble of weak members. bench/RESULTS.md, "ERL with a loss on
+  each state alone", has what the term did there.
 - PRL's InfoNCE compares L2-normalised states with temperature
   ``cl_temperature`` (the release uses raw dot products over 0.07).
 - Training needs a learning-rate warm-up (``training.warmup_steps``): on
