@@ -5,9 +5,12 @@ floating-point operations of a training step, forward and backward, over
 its first batches), inference latency
 at batch 1 (p50, p99 over ``--requests`` test histories: encode, reason,
 score every item, top-10) and throughput at batch 256 over all test users
-(best of 3 passes), and the floating-point operations of that pass;
+(best of ``--repeats`` passes), and the floating-point operations of that pass;
 the overhead of each reasoning model against SASRec at batch 256, in time
 and in FLOPs (the floor a CPU, which is compute-bound here, cannot beat).
+The models are timed interleaved (each training batch, each request and each
+throughput pass goes through every model in turn), so load from anything
+else sharing the machine falls on all of them alike and the ratios hold.
 On a GPU (``--device cuda``) every timer waits for the device, and
 ``--big-batch`` adds throughput at a batch large enough to fill it.
 
@@ -41,50 +44,69 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def train_epoch_seconds(model, data, batch_size: int) -> tuple[float, int, float]:
-    """Seconds for one epoch, sequences in it, and GFLOP per training step (mean of the warm-up steps)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    model.epoch = 10  # past every warm-up: all loss terms on
-    batches = train_batches(data.train, batch_size, model.cfg.max_len, seed=0, epoch=0)
+def train_epoch_seconds(models: dict, data, batch_size: int) -> dict[str, tuple[float, int, float]]:
+    """Per model: seconds for one epoch, sequences in it, and GFLOP per training step (mean of the warm-up steps).
+
+    Every batch is a step of each model in turn (the order rotating), so each model's seconds are summed
+    over the same stretch of time."""
+    any_model = next(iter(models.values()))
+    batches = train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0)
     warmup = batches[:3]  # allocator, kernels: outside the timer
-    with FlopCounterMode(display=False) as counter:
-        for batch in warmup:
-            model.loss(batch.to(DEVICE))[0].backward()
-    optimizer.zero_grad(set_to_none=True)
-    started = clock()
-    for batch in batches:
-        loss, _ = model.loss(batch.to(DEVICE))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return clock() - started, sum(b.items.shape[0] for b in batches), counter.get_total_flops() / 1e9 / len(warmup)
+    optimizers, step_gflop = {}, {}
+    for name, model in models.items():
+        optimizers[name] = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        model.epoch = 10  # past every warm-up: all loss terms on
+        with FlopCounterMode(display=False) as counter:
+            for batch in warmup:
+                model.loss(batch.to(DEVICE))[0].backward()
+        optimizers[name].zero_grad(set_to_none=True)
+        step_gflop[name] = counter.get_total_flops() / 1e9 / len(warmup)
+    seconds = dict.fromkeys(models, 0.0)
+    names = list(models)
+    for i, batch in enumerate(batches):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            model, optimizer = models[name], optimizers[name]
+            started = clock()
+            loss, _ = model.loss(batch.to(DEVICE))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seconds[name] += clock() - started
+    sequences = sum(b.items.shape[0] for b in batches)
+    return {name: (seconds[name], sequences, step_gflop[name]) for name in models}
 
 
 @torch.no_grad()
-def latency_ms(model, histories, requests: int) -> list[float]:
-    model.eval()
-    times = []
+def latency_ms(models: dict, histories, requests: int) -> dict[str, list[float]]:
+    """Per model, milliseconds per request; each request goes through every model in turn."""
+    times = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
     for history in histories[:requests]:
-        batch = Batch(torch.as_tensor(history[-model.cfg.max_len:])[None])
-        started = clock()
-        model.score(batch.to(DEVICE)).topk(10)
-        times.append((clock() - started) * 1000)
+        for name, model in models.items():
+            batch = Batch(torch.as_tensor(history[-model.cfg.max_len:])[None])
+            started = clock()
+            model.score(batch.to(DEVICE)).topk(10)
+            times[name].append((clock() - started) * 1000)
     return times
 
 
 @torch.no_grad()
-def throughput(model, histories, batch_size: int = 256, repeats: int = 3) -> float:
-    """Users scored per second over all histories; the best of ``repeats`` passes (the least disturbed)."""
-    model.eval()
-    batches = [batch.to(DEVICE) for _, batch in history_batches(histories, batch_size, model.cfg.max_len)]
-    best = float("inf")
+def throughput(models: dict, histories, batch_size: int = 256, repeats: int = 3) -> dict[str, float]:
+    """Per model, users scored per second over all histories: the best of ``repeats`` passes (the least disturbed),
+    the passes of the models interleaved."""
+    any_model = next(iter(models.values()))
+    batches = [batch.to(DEVICE) for _, batch in history_batches(histories, batch_size, any_model.cfg.max_len)]
+    best = dict.fromkeys(models, float("inf"))
     for _ in range(repeats):
-        started = clock()
-        for batch in batches:
-            model.score(batch).topk(10)
-        best = min(best, clock() - started)
-    return len(histories) / best
+        for name, model in models.items():
+            model.eval()
+            started = clock()
+            for batch in batches:
+                model.score(batch).topk(10)
+            best[name] = min(best[name], clock() - started)
+    return {name: len(histories) / best[name] for name in models}
 
 
 @torch.no_grad()
@@ -106,6 +128,7 @@ def main() -> None:
     parser.add_argument("--loss", choices=["full", "sampled"], default="sampled")
     parser.add_argument("--model-settings", default="{}", help="JSON of extra model settings (e.g. hidden_size).")
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="Throughput passes per model (the best counts).")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--long", type=int, default=20, help="Also measure throughput on histories of at least this many items.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -118,24 +141,27 @@ def main() -> None:
     rng = np.random.default_rng(0)
     sample = [data.test.histories[i] for i in rng.permutation(len(data.test))[: args.requests]]
     settings = {"loss": args.loss, **json.loads(args.model_settings)}
-    rows = {}
+    models = {}
     for name in args.models:
         torch.manual_seed(0)
-        model = build_model(name, ModelSettings(**settings), data.num_items).to(DEVICE)
-        row = {}
-        if not args.skip_training:
-            seconds, sequences, step_gflop = train_epoch_seconds(model, data, 256)
-            row.update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds, train_step_gflop=step_gflop)
-        latency_ms(model, sample, 20)  # warm-up
-        times = latency_ms(model, sample, args.requests)
-        long_histories = [h for h in data.test.histories if len(h) >= args.long]
+        models[name] = build_model(name, ModelSettings(**settings), data.num_items).to(DEVICE)
+    rows = {name: {} for name in models}
+    if not args.skip_training:
+        for name, (seconds, sequences, step_gflop) in train_epoch_seconds(models, data, 256).items():
+            rows[name].update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds, train_step_gflop=step_gflop)
+    latency_ms(models, sample, 20)  # warm-up
+    long_histories = [h for h in data.test.histories if len(h) >= args.long]
+    measured = {"times": latency_ms(models, sample, args.requests),
+                "batch256_users_per_s": throughput(models, data.test.histories, repeats=args.repeats),
+                "batch256_long_users_per_s": throughput(models, long_histories, repeats=args.repeats)}
+    if args.big_batch:
+        measured["big_batch_users_per_s"] = throughput(models, data.test.histories, args.big_batch, args.repeats)
+    for name, model in models.items():
+        row = rows[name]
+        times = measured["times"][name]
         row.update(p50_ms=statistics.median(times), p99_ms=float(np.percentile(times, 99)),
-                   batch256_users_per_s=throughput(model, data.test.histories),
-                   batch256_long_users_per_s=throughput(model, long_histories),
+                   **{key: value[name] for key, value in measured.items() if key != "times"},
                    batch256_gflop=gflops(model, data.test.histories))
-        if args.big_batch:
-            row["big_batch_users_per_s"] = throughput(model, data.test.histories, args.big_batch)
-        rows[name] = row
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     base = rows.get("sasrec")
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else platform.processor() or platform.machine()
