@@ -65,10 +65,11 @@ def train_epoch_seconds(models: dict, data, batch_size: int) -> dict[str, tuple[
     seconds = dict.fromkeys(models, 0.0)
     names = list(models)
     for i, batch in enumerate(batches):
+        batch = batch.to(DEVICE)  # once per batch, as the throughput passes do, not once per model
         for name in names[i % len(names):] + names[:i % len(names)]:
             model, optimizer = models[name], optimizers[name]
             started = clock()
-            loss, _ = model.loss(batch.to(DEVICE))
+            loss, _ = model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -99,9 +100,10 @@ def throughput(models: dict, histories, batch_size: int = 256, repeats: int = 3)
     any_model = next(iter(models.values()))
     batches = [batch.to(DEVICE) for _, batch in history_batches(histories, batch_size, any_model.cfg.max_len)]
     best = dict.fromkeys(models, float("inf"))
+    for model in models.values():
+        model.eval()
     for _ in range(repeats):
         for name, model in models.items():
-            model.eval()
             started = clock()
             for batch in batches:
                 model.score(batch).topk(10)
@@ -151,16 +153,15 @@ def main() -> None:
             rows[name].update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds, train_step_gflop=step_gflop)
     latency_ms(models, sample, 20)  # warm-up
     long_histories = [h for h in data.test.histories if len(h) >= args.long]
-    measured = {"times": latency_ms(models, sample, args.requests),
-                "batch256_users_per_s": throughput(models, data.test.histories, repeats=args.repeats),
-                "batch256_long_users_per_s": throughput(models, long_histories, repeats=args.repeats)}
+    times = latency_ms(models, sample, args.requests)
+    rates = {"batch256_users_per_s": throughput(models, data.test.histories, repeats=args.repeats),
+             "batch256_long_users_per_s": throughput(models, long_histories, repeats=args.repeats)}
     if args.big_batch:
-        measured["big_batch_users_per_s"] = throughput(models, data.test.histories, args.big_batch, args.repeats)
+        rates["big_batch_users_per_s"] = throughput(models, data.test.histories, args.big_batch, args.repeats)
     for name, model in models.items():
         row = rows[name]
-        times = measured["times"][name]
-        row.update(p50_ms=statistics.median(times), p99_ms=float(np.percentile(times, 99)),
-                   **{key: value[name] for key, value in measured.items() if key != "times"},
+        row.update(p50_ms=statistics.median(times[name]), p99_ms=float(np.percentile(times[name], 99)),
+                   **{key: per_model[name] for key, per_model in rates.items()},
                    batch256_gflop=gflops(model, data.test.histories))
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     base = rows.get("sasrec")
