@@ -94,7 +94,7 @@ def experiment_id(mlflow, settings: Settings, suffix: str = "") -> str:
 
 
 def learning_curves(history: list[dict], title: str):
-    """Training loss and validation NDCG@10 per epoch."""
+    """Training loss and validation NDCG@10 (seen items kept and removed) and HR@10 per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +104,8 @@ def learning_curves(history: list[dict], title: str):
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     left.plot(epochs, [row.get("loss", float("nan")) for row in history], marker=".")
     left.set(xlabel="epoch", ylabel="training loss", title=title)
-    for key, label in (("valid_ndcg_10", "NDCG@10"), ("valid_hr_10", "HR@10")):
+    for key, label in (("valid_ndcg_10", "NDCG@10"), ("valid_hr_10", "HR@10"),
+                       ("valid_ndcg_10_seen_removed", "NDCG@10 seen removed")):
         right.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".", label=label)
     right.set(xlabel="epoch", ylabel="validation")
     right.legend()

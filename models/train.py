@@ -59,6 +59,7 @@ class TrainResult:
         keep = ("ndcg_10", "ndcg_20", "hr_10", "hr_20", "ndcg_10_seen_removed", "hr_10_seen_removed")
         return {"model": self.model_name, "run_id": self.run_id, "best_epoch": self.best_epoch, "epochs": self.epochs_run,
                 "seconds": round(self.seconds, 1), "valid_ndcg_10": self.valid.get("ndcg_10"),
+                "valid_ndcg_10_seen_removed": self.valid.get("ndcg_10_seen_removed"),
                 **{f"test_{k}": self.test.get(k) for k in keep}}
 
 
