@@ -49,9 +49,9 @@ def main() -> None:
 
     depth = [run(model, reasoning_steps=k) for model in args.depth_models for k in args.steps]
     width = [run("plr", plr_streams=m) for m in args.streams]
-    # PLR's open choice: train on the reasoning alone (default) or on base + reasoning, as inference scores.
-    alternative = run("plr", plr_streams=2, plr_train_with_base=True)
-    print("plr trained on base + reasoning:", json.dumps(alternative))
+    # PLR's open choice: train on base + reasoning, as inference scores (default), or on the reasoning alone.
+    alternative = run("plr", plr_streams=2, plr_train_with_base=False)
+    print("plr trained on the reasoning alone:", json.dumps(alternative))
     depth = [{**r, "K": r.pop("reasoning_steps")} for r in depth]
     width = [{**r, "M": r.pop("plr_streams")} for r in width]
     print("depth run", log_sweep(settings, depth, "K", "ndcg_10", f"{args.data}-reasoning-steps"))

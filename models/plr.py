@@ -6,13 +6,14 @@ back through the shared layers. Streams attend to the encoder's cached keys
 and values and to their own earlier steps, never to each other; they are
 stacked on the query axis, so M streams run as one batched step.
 
-Objective: cross-entropy on the aggregated reasoning ``z`` (training scores
-with ``z`` alone, so the model cannot route around the reasoning), minus a
+Objective: cross-entropy on ``h0 + z``, the base state plus the aggregated
+reasoning ``z``, as inference scores (the paper trains on ``z`` alone, so the
+model cannot route around the reasoning; see below), minus a
 global regulariser (mean symmetric KL between the item distributions of the
 streams' states, step by step), plus InfoNCE between two
 dropout views of ``z``. Inference scores with ``h0 + z``.
 
-Choices made here (where the paper leaves them open, and one departure):
+Choices made here (where the paper leaves them open, and two departures):
 - A step's state is the output of the full layer stack (every layer reused,
   with its own cached keys/values), as in ReaRec, not of one attention block.
 - The mixture gate is ``softmax(W h0 + b)`` over streams; a stream's summary
@@ -24,10 +25,12 @@ Choices made here (where the paper leaves them open, and one departure):
   position of each training sequence; the recommendation loss at every
   position. The second contrastive view reruns the streams (not the encoder)
   with fresh dropout; rerunning the encoder too doubles the cost.
-- ``plr_train_with_base``: train on ``h0 + z`` instead of ``z`` (the cheap
-  alternative; off by default, as the paper trains). On Beauty (full
-  softmax, input dropout 0.2, 3 seeds) it lifted test NDCG@10 from 0.0425
-  to 0.0484 and halved the epochs to the best one (bench/RESULTS.md).
+- ``plr_train_with_base``: train on ``h0 + z`` (the default, a departure)
+  or on ``z`` alone (false, as the paper trains). On Beauty (full softmax,
+  input dropout 0.2, 3 seeds) training on ``h0 + z`` lifted test NDCG@10
+  from 0.0425 to 0.0484 and halved the epochs to the best one; at the daily
+  defaults it is ahead at every epoch of the 10 a daily run allows
+  (bench/RESULTS.md).
 - The regulariser pushes apart only different streams at the same step
   (``plr_divergence_pairs: streams``, the default): a departure from the
   paper, which pushes apart all T*M states (``all``). With all pairs on

@@ -317,8 +317,9 @@ class ModelSettings(_Section):
     plr_mix: Literal["streams", "states"] = "streams"
     #: PLR: weight of the contrastive term between two dropout views.
     plr_cl_weight: float = Field(0.1, ge=0)
-    #: PLR: train on base + reasoning (as inference scores) instead of the reasoning alone.
-    plr_train_with_base: bool = False
+    #: PLR: train on base + reasoning, as inference scores (false: the reasoning alone, as the paper trains; lower
+    #: and slower to learn on Beauty, bench/RESULTS.md).
+    plr_train_with_base: bool = True
     #: ERL and PLR reward diverse item distributions up to this mean divergence per user, in nats (0: no cap).
     #: Uncapped, the reward can grow without bound by sharpening the distributions.
     divergence_cap: float = Field(2.0, ge=0)

@@ -417,8 +417,8 @@ def test_knowledge_and_generated_item_inputs():
 def test_a_tiny_model_overfits_a_tiny_dataset(name):
     """Ten users walk a fixed cycle of items; after training the next item is top-1 at 80% of positions or more.
 
-    Chance is 1/8. Over seeds 0-9, SASRec, ERL and PRL reach 100% at this setting and PLR 87-100% (it scores
-    base + reasoning but trains the reasoning alone); at lr 1e-2 for 100 epochs PRL stayed at 58% on seed 5.
+    Chance is 1/8. Over seeds 0-9, every model reaches 100% at this setting (PLR 87-100% when trained on the
+    reasoning alone, ``plr_train_with_base: false``); at lr 1e-2 for 100 epochs PRL stayed at 58% on seed 5.
     """
     torch.manual_seed(5)
     import numpy as np
