@@ -54,9 +54,12 @@ class ItemEmbedding(nn.Module):
     reaches long-tail items on both sides.
     """
 
-    def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None, dropout: float = 0.0):
+    def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None, dropout: float = 0.0,
+                 bias: bool = False):
         super().__init__()
         self.ids = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        #: Each item's own score term (``model.item_bias``), added to the dot product wherever items are scored.
+        self.bias = nn.Parameter(torch.zeros(num_items + 1)) if bias else None
         self.dropout = nn.Dropout(dropout)
         if knowledge is not None:
             if knowledge.shape[0] != num_items + 1:
@@ -228,7 +231,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge, cfg.item_dropout)
+        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge, cfg.item_dropout, cfg.item_bias)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden_size)
         self.types = nn.Embedding(2, cfg.hidden_size)
         self.input_norm = nn.LayerNorm(cfg.hidden_size)

@@ -90,8 +90,14 @@ class SequentialModel(nn.Module):
         return self.backbone.encode(batch.items, batch.token_types)
 
     def logits(self, states: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        temperature = temperature or self.cfg.temperature
         table = self.backbone.items.table()
-        return (states / (temperature or self.cfg.temperature)) @ table.T  # scale d columns, not N
+        return self.plus_bias((states / temperature) @ table.T, slice(None), temperature)  # scale d columns, not N
+
+    def plus_bias(self, scores: torch.Tensor, columns: torch.Tensor | slice, temperature: float = 1.0) -> torch.Tensor:
+        """``scores`` plus the bias of the item each column scores (``model.item_bias``), at the scores' temperature."""
+        bias = self.backbone.items.bias
+        return scores if bias is None else scores + bias[columns] / temperature
 
     def recommendation_loss(self, states: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None,
                             temperature: float | None = None) -> torch.Tensor:
@@ -109,7 +115,7 @@ class SequentialModel(nn.Module):
             raise ValueError("model.exclude_seen needs each position's history (see targeted)")
         table = self.backbone.items.table()
         if self.cfg.loss == "full":
-            logits = (states / temperature) @ table[1:].T
+            logits = self.plus_bias((states / temperature) @ table[1:].T, slice(1, None), temperature)
             if self.cfg.exclude_seen:
                 seen = torch.zeros(logits.shape[0], self.num_items + 1, dtype=torch.bool, device=logits.device)
                 seen = seen.scatter_(1, history, True).scatter_(1, targets[:, None], False)[:, 1:]
@@ -125,8 +131,8 @@ class SequentialModel(nn.Module):
         left_out = own == targets[:, None]
         if self.cfg.exclude_seen:
             left_out |= (own[:, :, None] == history[:, None, :]).any(-1)
-        negative = negative.masked_fill(left_out, float("-inf"))
-        positive = (states * table[targets]).sum(-1, keepdim=True)
+        negative = self.plus_bias(negative, own).masked_fill(left_out, float("-inf"))
+        positive = self.plus_bias((states * table[targets]).sum(-1, keepdim=True), targets[:, None])
         logits = torch.cat([positive, negative], dim=-1) / temperature
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
@@ -138,10 +144,11 @@ class SequentialModel(nn.Module):
         the recommendation loss makes (the full softmax per state would cost
         more than the rest of the step).
         """
-        table = self.backbone.items.table()[1:]
+        table = self.backbone.items.table()
+        columns = slice(1, None)
         if self.cfg.loss == "sampled":
-            table = table[torch.randint(0, self.num_items, (self.cfg.negatives,), device=table.device)]
-        logits = torch.stack(states) @ table.T / self.cfg.temperature
+            columns = torch.randint(1, self.num_items + 1, (self.cfg.negatives,), device=table.device)
+        logits = self.plus_bias(torch.stack(states) @ table[columns].T / self.cfg.temperature, columns, self.cfg.temperature)
         return F.log_softmax(logits, dim=-1)
 
 

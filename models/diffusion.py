@@ -84,7 +84,8 @@ class MaskedDiffusion(SequentialModel):
         table = self.backbone.items.table()[1: self.num_items + 1]
         per_token = torch.zeros(tokens.shape, device=tokens.device)
         if masked.any():
-            logits = (states[masked] / self.cfg.temperature) @ table.T
+            logits = self.plus_bias((states[masked] / self.cfg.temperature) @ table.T, slice(1, self.num_items + 1),
+                                    self.cfg.temperature)
             per_token = per_token.masked_scatter(masked, F.cross_entropy(logits, tokens[masked] - 1, reduction="none"))
         size = region.sum(1)
         per_row = per_token.sum(1) / ratio / size.clamp(min=1)

@@ -265,6 +265,10 @@ class ModelSettings(_Section):
     #: Dropout on the item table itself, in training, wherever it is read: input items and the scored items alike
     #: (RecTools' SASRec before 0.16, whose settings the eSASRec paper's Beauty numbers come from).
     item_dropout: float = Field(0.0, ge=0, lt=1)
+    #: A learned score per item added to every user's dot product with it (BERT4Rec's output layer has one):
+    #: a popularity prior the item vectors need not encode. On Beauty the biases learn popularity and change
+    #: no test metric (bench/RESULTS.md).
+    item_bias: bool = False
     #: Where each Transformer layer normalises: ``pre`` (x + f(LN(x)), a final LayerNorm after the
     #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
     #: (LN(x) + f(LN(x)), keys and values from the raw x, a final LayerNorm: the original SASRec code, RecTools).

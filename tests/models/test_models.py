@@ -202,6 +202,57 @@ def test_full_loss_can_leave_seen_items_out_but_the_target(exclude_seen):
     assert torch.isfinite(got)
 
 
+def with_random_bias(**settings):
+    model = build_model("sasrec", small_config(item_bias=True, **settings), 12)
+    with torch.no_grad():
+        model.backbone.items.bias.copy_(torch.randn(13))
+    return model, model.backbone.items.bias.detach()
+
+
+def test_item_bias_is_added_to_every_item_score_at_its_temperature():
+    model, bias = with_random_bias(temperature=2.0)
+    states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
+    table = model.backbone.items.table()
+    expected = (states @ table.T + bias) / 2.0
+    torch.testing.assert_close(model.logits(states), expected)
+    torch.testing.assert_close(model.recommendation_loss(states, targets), F.cross_entropy(expected[:, 1:], targets - 1))
+    torch.testing.assert_close(model.log_distributions([states])[0], torch.log_softmax(expected[:, 1:], -1))
+    model.eval()
+    b = batch()
+    torch.testing.assert_close(model.score(b)[:, 1:], model.logits(model.user_state(b))[:, 1:])
+
+
+def test_item_bias_reaches_sampled_scores_and_the_denoiser():
+    model, bias = with_random_bias(loss="sampled", negatives=4, negative_group=1)
+    states, targets = torch.randn(3, 16), torch.tensor([1, 2, 3])
+    torch.manual_seed(7)
+    got = model.recommendation_loss(states, targets)
+    torch.manual_seed(7)
+    draws = torch.randint(1, 13, (3, 4))
+    table = model.backbone.items.table()
+    expected = []
+    for p in range(3):
+        scored = torch.cat([targets[p:p + 1], draws[p]])
+        logits = table[scored] @ states[p] + bias[scored]
+        logits[1:][draws[p] == targets[p]] = float("-inf")
+        expected.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(got, torch.stack(expected).mean())
+    denoiser = build_model("diffusion", small_config(item_bias=True), 12)
+    assert denoiser.backbone.items.bias.shape == (14,)  # items, padding and the mask token
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_trains_the_item_bias_and_the_plain_models_have_none(name):
+    assert build_model(name, small_config(), 12).backbone.items.bias is None
+    torch.manual_seed(0)
+    model = build_model(name, small_config(item_bias=True), 12)
+    b = batch()
+    model.loss(b)[0].backward()
+    grad = model.backbone.items.bias.grad
+    assert torch.isfinite(grad).all() and grad[1:].abs().sum() > 0
+    assert grad[7] < 0 and grad[12] > 0  # 7 is the target of two positions in 14 (pulled up), 12 of none (pushed down)
+
+
 def test_label_smoothing_spreads_part_of_the_target_mass_over_every_item():
     model = build_model("sasrec", small_config(label_smoothing=0.1), 12)
     states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
