@@ -237,8 +237,11 @@ def test_item_bias_reaches_sampled_scores_and_the_denoiser():
         logits[1:][draws[p] == targets[p]] = float("-inf")
         expected.append(-torch.log_softmax(logits, 0)[0])
     torch.testing.assert_close(got, torch.stack(expected).mean())
+    torch.manual_seed(0)
     denoiser = build_model("diffusion", small_config(item_bias=True), 12)
     assert denoiser.backbone.items.bias.shape == (14,)  # items, padding and the mask token
+    denoiser.loss(batch())[0].backward()
+    assert denoiser.backbone.items.bias.grad[1:13].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
