@@ -81,11 +81,9 @@ class MaskedDiffusion(SequentialModel):
                     region: torch.Tensor) -> torch.Tensor:
         """Mean over sequences of (1/t) * sum of masked-token cross-entropies / region size."""
         states, _ = self.backbone.encode(noisy, causal=False)
-        table = self.backbone.items.table()[1: self.num_items + 1]
         per_token = torch.zeros(tokens.shape, device=tokens.device)
         if masked.any():
-            logits = self.plus_bias((states[masked] / self.cfg.temperature) @ table.T, slice(1, self.num_items + 1),
-                                    self.cfg.temperature)
+            logits = self.logits(states[masked])[:, 1: self.num_items + 1]  # the catalogue's items: no padding, no mask token
             per_token = per_token.masked_scatter(masked, F.cross_entropy(logits, tokens[masked] - 1, reduction="none"))
         size = region.sum(1)
         per_row = per_token.sum(1) / ratio / size.clamp(min=1)
