@@ -50,14 +50,17 @@ class SequenceCache:
 class ItemEmbedding(nn.Module):
     """Item ids to vectors; optionally fused with a fixed per-item knowledge embedding through a learned gate.
 
-    The same table scores items at the output (tied weights), so knowledge
-    reaches long-tail items on both sides.
+    By default the same table scores items at the output (tied weights);
+    ``untied`` gives the scoring side a table of its own. The knowledge gate
+    fuses into both, so knowledge reaches long-tail items on both sides.
     """
 
     def __init__(self, num_items: int, hidden: int, knowledge: torch.Tensor | None = None, dropout: float = 0.0,
-                 bias: bool = False):
+                 bias: bool = False, untied: bool = False):
         super().__init__()
         self.ids = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        #: The scoring side's own table (``model.untied_output``); None: ``ids`` scores too.
+        self.output_ids = nn.Embedding(num_items + 1, hidden, padding_idx=0) if untied else None
         #: Each item's own score term (``model.item_bias``), added to the dot product wherever items are scored.
         self.bias = nn.Parameter(torch.zeros(num_items + 1)) if bias else None
         self.dropout = nn.Dropout(dropout)
@@ -69,43 +72,48 @@ class ItemEmbedding(nn.Module):
             self.gate = nn.Linear(2 * hidden, hidden)
         else:
             self.knowledge = None
-        self._step_table: torch.Tensor | None = None
+        #: Inside ``one_table``: the (input, scoring) tables, computed once.
+        self._step_tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @contextmanager
     def one_table(self) -> Iterator[None]:
-        """Inside (a training step, a scoring pass), the table is computed once: the knowledge gate runs once, not once per reader.
+        """Inside (a training step, a scoring pass), the tables are computed once: the knowledge gate runs once per table, not once per reader.
 
         ``dropout`` still draws its own mask for each read: the input items
         drop per occurrence, the scored rows per read. One mask shared by an
         item's inputs and its scored row (RecTools' way) measured lower on
         Beauty (test NDCG@10 0.0484 against 0.0513, seed 1; bench/RESULTS.md).
-        Nested, the outer table stays.
+        Nested, the outer tables stay.
         """
-        if self._step_table is not None:
+        if self._step_tables is not None:
             yield
             return
-        self._step_table = self._fused()
+        inputs = self._fused(self.ids.weight)
+        self._step_tables = (inputs, inputs if self.output_ids is None else self._fused(self.output_ids.weight))
         try:
             yield
         finally:
-            self._step_table = None
+            self._step_tables = None
 
     def table(self) -> torch.Tensor:
-        """Every item's vector, row 0 = padding (with ``dropout`` in training: the scoring side is regularised too)."""
-        return self.dropout(self._undropped())
+        """Every item's scoring vector, row 0 = padding (with ``dropout`` in training: the scoring side is regularised too)."""
+        return self.dropout(self._undropped(scoring=True))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.dropout(F.embedding(items, self._undropped(), padding_idx=0))
+        return self.dropout(F.embedding(items, self._undropped(scoring=False), padding_idx=0))
 
-    def _undropped(self) -> torch.Tensor:
-        return self._fused() if self._step_table is None else self._step_table
+    def _undropped(self, scoring: bool) -> torch.Tensor:
+        if self._step_tables is not None:
+            return self._step_tables[scoring]
+        untied = scoring and self.output_ids is not None
+        return self._fused(self.output_ids.weight if untied else self.ids.weight)
 
-    def _fused(self) -> torch.Tensor:
+    def _fused(self, weight: torch.Tensor) -> torch.Tensor:
         if self.knowledge is None:
-            return self.ids.weight
+            return weight
         known = self.project(self.knowledge)
-        gate = torch.sigmoid(self.gate(torch.cat([self.ids.weight, known], dim=-1)))
-        return gate * self.ids.weight + (1 - gate) * known
+        gate = torch.sigmoid(self.gate(torch.cat([weight, known], dim=-1)))
+        return gate * weight + (1 - gate) * known
 
 
 class Attention(nn.Module):
@@ -231,7 +239,8 @@ class Backbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge, cfg.item_dropout, cfg.item_bias)
+        self.items = ItemEmbedding(num_items, cfg.hidden_size, knowledge, cfg.item_dropout, cfg.item_bias,
+                                   cfg.untied_output)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden_size)
         self.types = nn.Embedding(2, cfg.hidden_size)
         self.input_norm = nn.LayerNorm(cfg.hidden_size)

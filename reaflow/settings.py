@@ -269,6 +269,8 @@ class ModelSettings(_Section):
     #: a popularity prior the item vectors need not encode. On Beauty the biases learn popularity and change
     #: no test metric (bench/RESULTS.md).
     item_bias: bool = False
+    #: Score items with a table of their own instead of the input item table (tied, as SASRec, by default).
+    untied_output: bool = False
     #: Where each Transformer layer normalises: ``pre`` (x + f(LN(x)), a final LayerNorm after the
     #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
     #: (LN(x) + f(LN(x)), keys and values from the raw x, a final LayerNorm: the original SASRec code, RecTools).

@@ -256,6 +256,42 @@ def test_every_model_trains_the_item_bias_and_the_plain_models_have_none(name):
     assert grad[7] < 0 and grad[12] > 0  # 7 is the target of two positions in 14 (pulled up), 12 of none (pushed down)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_an_untied_output_table_scores_items_and_the_input_table_reads_them(name):
+    """``untied_output``: inputs go through ``ids``, scores through ``output_ids``; the loss trains both."""
+    assert build_model(name, small_config(), 12).backbone.items.output_ids is None
+    torch.manual_seed(0)
+    model = build_model(name, small_config(untied_output=True), 12)
+    items, b = model.backbone.items, batch()
+    model.loss(b)[0].backward()
+    for table in (items.ids, items.output_ids):
+        assert torch.isfinite(table.weight.grad).all() and table.weight.grad[1:].abs().sum() > 0
+    model.eval()
+    torch.testing.assert_close(items.table(), items.output_ids.weight)
+    torch.testing.assert_close(items(torch.tensor([[3, 4]]))[0], items.ids.weight[[3, 4]])
+    state = model.user_state(b)
+    torch.testing.assert_close(model.score(b)[:, 1:], state @ items.output_ids.weight[1:].T)
+    with torch.no_grad():
+        items.output_ids.weight[5] += 1.0
+    torch.testing.assert_close(model.user_state(b), state)  # the scoring table does not reach the states
+
+
+def test_an_untied_output_table_is_fused_with_knowledge_once_per_step():
+    torch.manual_seed(1)
+    model = build_model("sasrec", small_config(dropout=0.0, untied_output=True), 12, knowledge=torch.randn(13, 6))
+    items = model.backbone.items
+    gate_calls = []
+    items.gate.register_forward_hook(lambda *_: gate_calls.append(1))
+    model.loss(Batch(torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]])))
+    assert len(gate_calls) == 2  # once for the input table, once for the scoring table
+    model.eval()
+    scoring, inputs = items.table(), items(torch.arange(13)[None])[0]
+    assert not torch.allclose(scoring, inputs)
+    with items.one_table():
+        torch.testing.assert_close(items.table(), scoring)
+        torch.testing.assert_close(items(torch.arange(13)[None])[0], inputs)
+
+
 def test_label_smoothing_spreads_part_of_the_target_mass_over_every_item():
     model = build_model("sasrec", small_config(label_smoothing=0.1), 12)
     states, targets = torch.randn(5, 16), torch.tensor([1, 2, 3, 4, 5])
@@ -345,12 +381,12 @@ def test_a_training_step_computes_the_item_table_once():
     assert len(gate_calls) == 1
     gate_calls.clear()
     model.loss(Batch(torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]])))
-    assert len(gate_calls) == 1 and items._step_table is None
+    assert len(gate_calls) == 1 and items._step_tables is None
     with items.one_table():
-        outer = items._step_table
+        outer = items._step_tables
         with items.one_table():
-            assert items._step_table is outer
-        assert items._step_table is outer  # nested: the outer table stays
+            assert items._step_tables is outer
+        assert items._step_tables is outer  # nested: the outer table stays
     gate_calls.clear()
     model.eval().score(Batch(torch.tensor([[0, 1, 2, 3]])))
     assert len(gate_calls) == 1  # a scoring pass: states and scores read one table
