@@ -82,7 +82,8 @@ def summarise_runs(results: list[dict]) -> dict:
 
 def summarise(out: Path, models: list[str], settings: list[str], selection: str = "ndcg_10") -> tuple[str, dict]:
     """Tables of every setting and of each model's best, settings compared on the validation ``selection`` metric."""
-    label = "valid NDCG@10" + (" seen rm" if selection.endswith("_seen_removed") else "")
+    label = "valid " + selection.removesuffix("_seen_removed").upper().replace("_", "@") + (
+        " seen rm" if selection.endswith("_seen_removed") else "")
     header = f"| model | setting | seeds | epochs (best) | s/epoch | {label} | " + " | ".join(
         f"{m.upper().replace('_', '@')}{suffix}" for suffix in ("", " seen rm") for m in METRICS) + " |"
     rule = "|" + "---|" * (header.count("|") - 1)

@@ -1,4 +1,4 @@
-"""One trainer for every model: AdamW, early stopping on validation NDCG@10 (``training.selection_metric``), a checkpoint every epoch, resume.
+"""One trainer for every model: AdamW, early stopping on a validation metric (``training.selection_metric``), a checkpoint every epoch, resume.
 
 A run is a folder. After every epoch the trainer atomically writes
 ``checkpoint.pt`` (weights, optimiser, random state, best weights so far,

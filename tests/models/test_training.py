@@ -221,7 +221,7 @@ def test_training_learns_and_reports(tiny_file, tiny_settings, tmp_path):
     assert saved["test"]["ndcg_10"] == pytest.approx(result.test["ndcg_10"])
 
 
-@pytest.mark.parametrize("metric", ["ndcg_10", "ndcg_10_seen_removed"])
+@pytest.mark.parametrize("metric", ["ndcg_10", "ndcg_10_seen_removed", "hr_10_seen_removed"])
 def test_the_best_epoch_is_the_best_on_the_selection_metric(tiny_file, make_settings, metric, tmp_path):
     settings = make_settings(model=TINY_MODEL, training={"max_epochs": 4, "patience": 5, "batch_size": 32, "learning_rate": 5e-3,
                                                          "threads": 1, "selection_metric": metric})
