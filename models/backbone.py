@@ -22,6 +22,7 @@ and ReaRec-ERL (bench/RESULTS.md).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,7 +249,7 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         # Post-norm layers already end in a LayerNorm.
         self.final_norm = nn.Identity() if cfg.norm == "post" else nn.LayerNorm(cfg.hidden_size)
-        self.apply(_init_weights)
+        self.apply(functools.partial(_init_weights, xavier=cfg.init == "xavier"))
 
     def encode(self, items: torch.Tensor, token_types: torch.Tensor | None = None,
                causal: bool = True) -> tuple[torch.Tensor, SequenceCache]:
@@ -336,9 +337,12 @@ def append_step(past: list[list[tuple[torch.Tensor, torch.Tensor]]] | None,
     return [layer + [kv] for layer, kv in zip(past, new, strict=True)]
 
 
-def _init_weights(module: nn.Module) -> None:
+def _init_weights(module: nn.Module, xavier: bool = False) -> None:
     if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
+        if xavier:
+            nn.init.xavier_normal_(module.weight)
+        else:
+            nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:

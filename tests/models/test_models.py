@@ -276,6 +276,25 @@ def test_an_untied_output_table_scores_items_and_the_input_table_reads_them(name
     torch.testing.assert_close(model.user_state(b), state)  # the scoring table does not reach the states
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_xavier_init_scales_each_encoder_table_and_matrix_by_its_fans(name):
+    """``init: xavier`` draws with std sqrt(2 / (fan_in + fan_out)); the default draws every one with std 0.02."""
+    settings = dict(hidden_size=64, inner_size=256, max_len=50)
+    torch.manual_seed(0)
+    plain = build_model(name, small_config(**settings), 3000).backbone
+    torch.manual_seed(0)
+    xavier = build_model(name, small_config(**settings, init="xavier"), 3000).backbone
+    ff_in = next(m for m in xavier.blocks[0].modules() if isinstance(m, torch.nn.Linear) and m.out_features == 256)
+    for table, fans in ((xavier.items.ids.weight[1:], 3001 + 64), (xavier.positions.weight, 50 + 64),
+                        (xavier.blocks[0].attention.qkv.weight, 64 + 3 * 64), (ff_in.weight, 64 + 256)):
+        assert table.std().item() == pytest.approx((2 / fans) ** 0.5, rel=0.1)
+    assert plain.items.ids.weight[1:].std().item() == pytest.approx(0.02, rel=0.05)
+    assert plain.positions.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert not xavier.items.ids.weight[0].any()  # padding stays zero
+    loss = build_model(name, small_config(init="xavier"), 12).loss(batch())[0]
+    assert torch.isfinite(loss)
+
+
 def test_an_untied_output_table_is_fused_with_knowledge_once_per_step():
     torch.manual_seed(1)
     model = build_model("sasrec", small_config(dropout=0.0, untied_output=True), 12, knowledge=torch.randn(13, 6))
