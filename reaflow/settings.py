@@ -273,7 +273,8 @@ class ModelSettings(_Section):
     #: Untied, SASRec on Beauty was far lower with seen items removed (bench/RESULTS.md).
     untied_output: bool = False
     #: How the encoder's tables and matrices start: ``normal`` (N(0, 0.02), as BERT and RecBole) or ``xavier``
-    #: (Xavier-normal, std sqrt(2 / (fan_in + fan_out)): the original SASRec code and RecTools).
+    #: (Xavier-normal, std sqrt(2 / (fan_in + fan_out)): the original SASRec code and RecTools). Xavier learned
+    #: more slowly and ended lower on Beauty (bench/RESULTS.md).
     init: Literal["normal", "xavier"] = "normal"
     #: Where each Transformer layer normalises: ``pre`` (x + f(LN(x)), a final LayerNorm after the
     #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
