@@ -80,12 +80,16 @@ def summarise_runs(results: list[dict]) -> dict:
     return entry
 
 
+def column(metric: str) -> str:
+    """Table heading of a metric key: ``hr_10_seen_removed`` -> ``HR@10 seen rm``."""
+    base = metric.removesuffix("_seen_removed")
+    return base.upper().replace("_", "@") + (" seen rm" if base != metric else "")
+
+
 def summarise(out: Path, models: list[str], settings: list[str], selection: str = "ndcg_10") -> tuple[str, dict]:
     """Tables of every setting and of each model's best, settings compared on the validation ``selection`` metric."""
-    label = "valid " + selection.removesuffix("_seen_removed").upper().replace("_", "@") + (
-        " seen rm" if selection.endswith("_seen_removed") else "")
-    header = f"| model | setting | seeds | epochs (best) | s/epoch | {label} | " + " | ".join(
-        f"{m.upper().replace('_', '@')}{suffix}" for suffix in ("", " seen rm") for m in METRICS) + " |"
+    header = f"| model | setting | seeds | epochs (best) | s/epoch | valid {column(selection)} | " + " | ".join(
+        column(m + suffix) for suffix in ("", "_seen_removed") for m in METRICS) + " |"
     rule = "|" + "---|" * (header.count("|") - 1)
 
     def row(model: str, setting: str, entry: dict) -> str:
@@ -110,7 +114,7 @@ def summarise(out: Path, models: list[str], settings: list[str], selection: str 
             summary["best"][model] = {"setting": best, **tried[best]}
             best_rows.append(row(model, best, tried[best]))
     table = ("All settings:\n\n" + "\n".join(all_rows) +
-             f"\n\nEach model at its best setting (mean {label} over its seeds):\n\n" + "\n".join(best_rows))
+             f"\n\nEach model at its best setting (mean valid {column(selection)} over its seeds):\n\n" + "\n".join(best_rows))
     return table, summary
 
 
