@@ -244,7 +244,7 @@ class Backbone(nn.Module):
                                    cfg.untied_output)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden_size)
         self.types = nn.Embedding(2, cfg.hidden_size)
-        self.input_norm = nn.LayerNorm(cfg.hidden_size)
+        self.input_norm = nn.LayerNorm(cfg.hidden_size) if cfg.input_norm else nn.Identity()
         self.input_dropout = nn.Dropout(cfg.dropout if cfg.input_dropout is None else cfg.input_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         # Post-norm layers already end in a LayerNorm.

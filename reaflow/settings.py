@@ -280,6 +280,10 @@ class ModelSettings(_Section):
     #: last layer), ``post`` (LN(x + f(x)), as RecBole and the released ReaRec code) or ``sasrec``
     #: (LN(x) + f(LN(x)), keys and values from the raw x, a final LayerNorm: the original SASRec code, RecTools).
     norm: Literal["pre", "post", "sasrec"] = "pre"
+    #: A LayerNorm on each input token (item + position, and each fed-back reasoning state) before the first
+    #: layer, as RecBole and the released ReaRec code; off, the tokens enter raw, as the original SASRec code
+    #: and RecTools (the eSASRec paper's numbers).
+    input_norm: bool = True
     #: A learned key and value per layer and head that every query may attend to, so attention over a
     #: short history can put its weight on "none of these items" (RecTools' SASRec lets queries attend
     #: to padding, which works as such a sink whose strength depends on the padding length). No gain on Beauty.

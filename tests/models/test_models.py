@@ -14,8 +14,9 @@ from reaflow.settings import MODEL_NAMES, ModelSettings
 
 NAMES = sorted(MODEL_NAMES)  # the candidates; the beyond-log denoiser has its own tests
 # The three layer layouts, and the attention sink, which every attention path must handle alike.
-LAYOUTS = [dict(norm="pre"), dict(norm="post"), dict(norm="sasrec"), dict(norm="pre", attention_sink=True)]
-LAYOUT_IDS = ["pre", "post", "sasrec", "sink"]
+LAYOUTS = [dict(norm="pre"), dict(norm="post"), dict(norm="sasrec"), dict(norm="pre", attention_sink=True),
+           dict(norm="sasrec", input_norm=False)]
+LAYOUT_IDS = ["pre", "post", "sasrec", "sink", "raw-input"]
 
 
 def small_config(**overrides) -> ModelSettings:
@@ -462,6 +463,23 @@ def test_the_attention_sink_takes_weight_from_the_history():
     # The cache keeps the sequence's own keys and values; the sink is added where they are read.
     torch.testing.assert_close(keys[0, 0, 0], k)
     torch.testing.assert_close(values[0, 0, 0], v)
+
+
+@pytest.mark.parametrize("input_norm", [True, False])
+def test_the_input_layernorm_makes_states_blind_to_the_input_scale(input_norm):
+    """With it, scaling the item and position tables alike changes no state; without it, the layers read the raw scale."""
+    torch.manual_seed(7)
+    model = build_model("sasrec", small_config(norm="sasrec", dropout=0.0, input_norm=input_norm), 12).eval()
+    items = batch().items
+    with torch.no_grad():
+        # Tables far above LayerNorm's epsilon, so the normalised inputs do not depend on it.
+        model.backbone.items.ids.weight.mul_(10.0)
+        model.backbone.positions.weight.mul_(10.0)
+        before, _ = model.backbone.encode(items)
+        model.backbone.items.ids.weight.mul_(5.0)
+        model.backbone.positions.weight.mul_(5.0)
+        after, _ = model.backbone.encode(items)
+    assert torch.allclose(after, before, atol=1e-5) == input_norm
 
 
 @pytest.mark.parametrize("name", NAMES)
