@@ -282,7 +282,8 @@ class ModelSettings(_Section):
     norm: Literal["pre", "post", "sasrec"] = "pre"
     #: A LayerNorm on each input token (item + position, and each fed-back reasoning state) before the first
     #: layer, as RecBole and the released ReaRec code; off, the tokens enter raw, as the original SASRec code
-    #: and RecTools (the eSASRec paper's numbers).
+    #: and RecTools (the eSASRec paper's numbers). Off, SASRec on Beauty learned far more slowly and ended far
+    #: lower (bench/RESULTS.md).
     input_norm: bool = True
     #: A learned key and value per layer and head that every query may attend to, so attention over a
     #: short history can put its weight on "none of these items" (RecTools' SASRec lets queries attend
