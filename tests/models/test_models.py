@@ -13,7 +13,7 @@ from models.data import train_batches
 from reaflow.settings import MODEL_NAMES, ModelSettings
 
 NAMES = sorted(MODEL_NAMES)  # the candidates; the beyond-log denoiser has its own tests
-# The three layer layouts, and the attention sink, which every attention path must handle alike.
+# The three layer layouts, the attention sink and raw input tokens, which every attention path must handle alike.
 LAYOUTS = [dict(norm="pre"), dict(norm="post"), dict(norm="sasrec"), dict(norm="pre", attention_sink=True),
            dict(norm="sasrec", input_norm=False)]
 LAYOUT_IDS = ["pre", "post", "sasrec", "sink", "raw-input"]
