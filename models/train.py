@@ -203,6 +203,36 @@ def _fingerprint(settings: Settings, model_name: str, data: SequenceData) -> str
                        "data": data.digest()}, sort_keys=True)
 
 
+def _fingerprint_changes(saved: str | None, current: str, shown: int = 5) -> str:
+    """Which settings differ between two fingerprints, as ``key: saved -> now`` (``absent`` where one lacks the key)."""
+    try:
+        before, after = (_flatten({_SHOWN_AS.get(k, k): v for k, v in json.loads(f).items()}) for f in (saved, current))
+    except (TypeError, ValueError, AttributeError):
+        return "the checkpoint's settings cannot be read"
+    def show(values: dict, key: str) -> str:
+        return json.dumps(values[key]) if key in values else "absent"
+
+    changed = [f"{key}: {show(before, key)} -> {show(after, key)}" for key in sorted(before.keys() | after.keys())
+               if key not in before or key not in after or before[key] != after[key]]
+    more = f", and {len(changed) - shown} more" if len(changed) > shown else ""
+    return "; ".join(changed[:shown]) + more
+
+
+# The fingerprint's top-level keys as the settings name them.
+_SHOWN_AS = {"model": "model name", "config": "model", "data": "data digest"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"model": {"hidden_size": 64}}`` -> ``{"model.hidden_size": 64}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -239,7 +269,8 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scheduler, 
     except Exception as exc:  # a checkpoint is replaced atomically, so this is a foreign or damaged file
         raise TrainingError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}); remove it to start over") from None
     if saved.get("fingerprint") != fingerprint:
-        raise TrainingError(f"checkpoint {path} belongs to a run with other settings or data; use another run folder or remove it")
+        raise TrainingError(f"checkpoint {path} belongs to a run with other settings or data "
+                            f"({_fingerprint_changes(saved.get('fingerprint'), fingerprint)}); use another run folder or remove it")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

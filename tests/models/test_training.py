@@ -17,7 +17,7 @@ import torch
 from models import Batch, build_model
 from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
 from models.evaluate import evaluate, long_tail_items, ranking_metrics, state_breakdown, target_ranks
-from models.train import TrainingError, _decays_now, _parameter_groups, train
+from models.train import TrainingError, _decays_now, _fingerprint_changes, _parameter_groups, train
 from tests.conftest import SHARED_DATA
 
 TINY_MODEL = {"hidden_size": 16, "heads": 2, "layers": 1, "inner_size": 32, "max_len": 10, "dropout": 0.1}
@@ -235,8 +235,18 @@ def test_a_checkpoint_of_another_run_is_refused(tiny_file, tiny_settings, make_s
     data = load_benchmark(tiny_file)
     train(tiny_settings, "sasrec", data, tmp_path / "run", track=False, progress=False, max_epochs=1)
     other = make_settings(model={**TINY_MODEL, "hidden_size": 32}, training={"max_epochs": 2, "threads": 1})
-    with pytest.raises(TrainingError, match="other settings or data"):
+    with pytest.raises(TrainingError, match="other settings or data") as refused:
         train(other, "sasrec", data, tmp_path / "run", track=False, progress=False)
+    assert f"model.hidden_size: {TINY_MODEL['hidden_size']} -> 32" in str(refused.value)  # says what changed
+
+
+def test_a_refused_checkpoint_names_a_setting_it_lacks():
+    """A run saved before a setting existed is told apart by name, so the user can see why it will not resume."""
+    saved = json.dumps({"model": "plr", "config": {"hidden_size": 64}, "training": {"learning_rate": 0.001}, "data": "d1"})
+    now = json.dumps({"model": "plr", "config": {"hidden_size": 64, "input_norm": True}, "training": {"learning_rate": 0.002},
+                      "data": "d1"})
+    assert _fingerprint_changes(saved, now) == "model.input_norm: absent -> true; training.learning_rate: 0.001 -> 0.002"
+    assert _fingerprint_changes("not json", now) == "the checkpoint's settings cannot be read"
 
 
 @pytest.mark.parametrize("weight_average", [0.0, 0.9])
