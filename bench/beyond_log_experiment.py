@@ -41,7 +41,7 @@ def load(name: str, args):
     if name == "ml-100k":
         return load_benchmark("ml-100k", args.data_root, protocol="time")
     if name == "amazon-beauty":
-        sequences = _read_s3rec(Path(args.data_root) / "amazon-beauty" / "Beauty.txt")
+        sequences, _ = _read_s3rec(Path(args.data_root) / "amazon-beauty" / "Beauty.txt")
         if args.users:
             rows = np.sort(np.random.default_rng(0).choice(len(sequences), min(args.users, len(sequences)), replace=False))
             sequences = [sequences[i] for i in rows]

@@ -62,6 +62,7 @@ class SequenceData:
     test: EvalSet
     #: External id of each item index (entry 0 is padding), when known.
     item_ids: list[str] | None = None
+    #: How the data was read (``skipped_lines`` of a file); part of the data summary logged with each run.
     meta: dict = field(default_factory=dict)
     #: Per training sequence, generated beyond-log items read after all but its newest item (``with_beyond_log``).
     train_context: list[np.ndarray] | None = None
@@ -90,7 +91,7 @@ class SequenceData:
     def summary(self) -> dict:
         return {"dataset": self.name, "items": self.num_items, "train_sequences": len(self.train),
                 "train_interactions": int(sum(len(s) for s in self.train)),
-                "valid_users": len(self.valid), "test_users": len(self.test), "digest": self.digest()}
+                "valid_users": len(self.valid), "test_users": len(self.test), "digest": self.digest(), **self.meta}
 
 
 def without_newest(data: SequenceData) -> SequenceData:
@@ -196,13 +197,21 @@ def load_benchmark(name_or_path: str, data_root: str | Path | None = None, proto
         raise DataError(f"training data {path} does not exist")
     if protocol not in ("loo", "time"):
         raise DataError(f"protocol {protocol!r} is not one of loo, time")
-    if protocol == "time":
-        if not path.name.endswith(".data"):
-            raise DataError(f"{path} holds no timestamps (S3-Rec order only): use protocol 'loo'")
-        return time_split(name, _read_movielens(path), holdout)
-    raw = ([[item for _, item in seq] for seq in _read_movielens(path)] if path.name.endswith(".data")
-           else _read_s3rec(path))
-    return leave_one_out_items(name, raw)
+    if protocol == "time" and not path.name.endswith(".data"):
+        raise DataError(f"{path} holds no timestamps (S3-Rec order only): use protocol 'loo'")
+    if path.name.endswith(".data"):
+        timed, skipped = _read_movielens(path)
+        data = (time_split(name, timed, holdout) if protocol == "time"
+                else leave_one_out_items(name, [[item for _, item in seq] for seq in timed]))
+        because = "not user<TAB>item<TAB>rating<TAB>time with an integer time"
+    else:
+        raw, skipped = _read_s3rec(path)
+        data = leave_one_out_items(name, raw)
+        because = "a user id without items"
+    data.meta["skipped_lines"] = skipped
+    if skipped:
+        data.meta["skipped_because"] = because
+    return data
 
 
 def leave_one_out_items(name: str, raw: list[list[str]]) -> SequenceData:
@@ -222,7 +231,8 @@ def _natural(token: str):
     return (0, int(token), "") if token.isdigit() else (1, 0, token)
 
 
-def _read_s3rec(path: Path) -> list[list[str]]:
+def _read_s3rec(path: Path) -> tuple[list[list[str]], int]:
+    """Per user, item ids in order, and how many lines were skipped (a user id without items)."""
     sequences, bad = [], 0
     with path.open(encoding="utf-8") as handle:
         for line in handle:
@@ -233,14 +243,16 @@ def _read_s3rec(path: Path) -> list[list[str]]:
             sequences.append(parts[1:])
     if not sequences:
         raise DataError(f"{path} holds no sequences (expected 'user item item ...' per line; {bad} unusable lines)")
-    return sequences
+    return sequences, bad
 
 
-def _read_movielens(path: Path) -> list[list[tuple[int, str]]]:
-    """Per user, (time, item) in time order."""
+def _read_movielens(path: Path) -> tuple[list[list[tuple[int, str]]], int]:
+    """Per user, (time, item) in time order, and how many lines were skipped (too few fields or no integer time)."""
     rows, bad = {}, 0
     with path.open(encoding="latin-1") as handle:
         for line in handle:
+            if not line.strip():
+                continue
             parts = line.split("\t")
             if len(parts) < 4 or not parts[3].strip().isdigit():
                 bad += 1
@@ -248,7 +260,7 @@ def _read_movielens(path: Path) -> list[list[tuple[int, str]]]:
             rows.setdefault(parts[0], []).append((int(parts[3]), parts[1]))
     if not rows:
         raise DataError(f"{path} holds no ratings (expected user<TAB>item<TAB>rating<TAB>time; {bad} unusable lines)")
-    return [sorted(events, key=lambda e: (e[0], _natural(e[1]))) for _, events in sorted(rows.items())]
+    return [sorted(events, key=lambda e: (e[0], _natural(e[1]))) for _, events in sorted(rows.items())], bad
 
 
 def load_lake_splits(settings, ds: str, protocol: str) -> SequenceData:

@@ -49,6 +49,16 @@ def test_generate_before_the_sequences_exist_names_what_is_missing(tmp_path):
     assert result.stderr.strip() == f"error: {tmp_path / 'lake'}/curated/splits/ds=2024-01-01 is missing or incomplete; run build_sequences for 2024-01-01 first"
 
 
+def test_train_warns_of_skipped_lines_and_still_trains(tmp_path):
+    lines = [f"u{u} " + " ".join(f"i{(u + k) % 7}" for k in range(5)) for u in range(12)]
+    (tmp_path / "seq.txt").write_text("\n".join(lines[:6] + ["lonely-user"] + lines[6:]) + "\n")
+    result = reaflow("train", "--model", "sasrec", "--data", str(tmp_path / "seq.txt"), "--epochs", "1", "--no-track",
+                     "--run-dir", str(tmp_path / "run"), "--lake", str(tmp_path / "lake"))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: skipped 1 line of {tmp_path / 'seq.txt'} (a user id without items)" in result.stderr
+    assert json.loads(result.stdout)["best_epoch"] == 1
+
+
 def test_wrong_setting_in_environment(tmp_path):
     import os
 

@@ -185,6 +185,18 @@ def test_bad_training_data_gives_clear_errors(tmp_path):
         load_benchmark("amazon-beauty")
 
 
+def test_unusable_lines_are_skipped_and_counted(tmp_path):
+    (tmp_path / "seq.txt").write_text("u1 a b c\nu2\n\nu3 a c b d\nu4\n")
+    data = load_benchmark(str(tmp_path / "seq.txt"))
+    assert len(data.test) == 2 and data.meta == {"skipped_lines": 2, "skipped_because": "a user id without items"}
+    (tmp_path / "u.data").write_text("u1\ta\t5\t1\nu1\tb\t5\t2\nu1\tc\t5\tlater\ntruncated\n\nu1\td\t4\t3\n")
+    data = load_benchmark(str(tmp_path / "u.data"))
+    assert data.test.targets.tolist() == [data.item_ids.index("d")] and data.meta["skipped_lines"] == 2
+    assert data.summary()["skipped_lines"] == 2  # logged with the run's data summary
+    (tmp_path / "clean.txt").write_text("u1 a b c\n")
+    assert load_benchmark(str(tmp_path / "clean.txt")).meta == {"skipped_lines": 0}
+
+
 def test_lake_splits_become_training_data(make_settings, lake_root):
     import pyarrow as pa
     import pyarrow.parquet as pq
