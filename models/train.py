@@ -209,6 +209,7 @@ def _fingerprint_changes(saved: str | None, current: str, shown: int = 5) -> str
         before, after = (_flatten({_SHOWN_AS.get(k, k): v for k, v in json.loads(f).items()}) for f in (saved, current))
     except (TypeError, ValueError, AttributeError):
         return "the checkpoint's settings cannot be read"
+
     def show(values: dict, key: str) -> str:
         return json.dumps(values[key]) if key in values else "absent"
 
