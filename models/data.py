@@ -62,7 +62,7 @@ class SequenceData:
     test: EvalSet
     #: External id of each item index (entry 0 is padding), when known.
     item_ids: list[str] | None = None
-    #: How the data was read (``skipped_lines`` of a file); part of the data summary logged with each run.
+    #: How the data was read and split (a file's ``skipped_lines``, a time split's period starts); in the logged summary.
     meta: dict = field(default_factory=dict)
     #: Per training sequence, generated beyond-log items read after all but its newest item (``with_beyond_log``).
     train_context: list[np.ndarray] | None = None

@@ -158,8 +158,8 @@ def train(
         raise ReaflowError(f"unknown model {model!r}; expected one of {', '.join(MODEL_NAMES)}")
     if data:
         dataset = load_benchmark(data, data_root, settings.training.protocol)
-        if dataset.meta.get("skipped_lines"):
-            skipped = dataset.meta["skipped_lines"]
+        skipped = dataset.meta.get("skipped_lines", 0)
+        if skipped:
             typer.echo(f"warning: skipped {skipped} line{'s' if skipped > 1 else ''} of {data} "
                        f"({dataset.meta['skipped_because']})", err=True)
         folder = run_dir or (settings.state_dir / "training" / "benchmarks" / f"{dataset.name}-{settings.training.protocol}"
