@@ -370,11 +370,12 @@ def item_knowledge(settings, data: SequenceData) -> tuple[torch.Tensor | None, f
 
 
 def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, seed: int, epoch: int,
-                  contexts: list[np.ndarray] | None = None) -> list[Batch]:
+                  contexts: list[np.ndarray] | None = None, by_length: bool = True) -> list[Batch]:
     """One epoch of (input, next-item) batches; order depends only on (seed, epoch), so a resumed run replays it.
 
-    Sequences of similar length share a batch (sorted within shuffled windows
-    of 50 batches), and each batch is padded only to its own longest input.
+    ``by_length``: sequences of similar length share a batch (sorted within
+    shuffled windows of 50 batches); otherwise batches are random. Each batch
+    is padded only to its own longest input.
     With ``contexts``, sequence i's generated items follow all but its newest
     item, marked as type 1; the last of them predicts that newest item, which
     the positions before them predict too (with and without the hint).
@@ -385,7 +386,8 @@ def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, se
     batches = []
     for start in range(0, len(order), window):
         chunk = order[start:start + window]
-        chunk = chunk[np.argsort([min(len(sequences[i]), max_len + 1) for i in chunk], kind="stable")]
+        if by_length:
+            chunk = chunk[np.argsort([min(len(sequences[i]), max_len + 1) for i in chunk], kind="stable")]
         for b in range(0, len(chunk), batch_size):
             batches.append(chunk[b:b + batch_size])
     rng.shuffle(batches)

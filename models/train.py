@@ -156,7 +156,8 @@ def _train_epoch(model, optimizer, scheduler, averaged, data: SequenceData, sett
     tcfg = settings.training
     model.train()
     model.epoch = epoch
-    batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch, data.train_context)
+    batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch, data.train_context,
+                            tcfg.batch_by_length)
     sums: dict[str, float] = {}
     sequences = 0
     started = time.perf_counter()

@@ -386,6 +386,11 @@ class TrainingSettings(_Section):
     #: Adam's second-moment decay; 0.98 forgets gradient scale over ~50 steps instead of ~1000 (about 11 epochs
     #: on Beauty) and lifted SASRec there on every seed; 0.95 lifted it again (bench/RESULTS.md).
     adam_beta2: float = Field(0.999, gt=0, lt=1)
+    #: Put sequences of similar length in the same batch: less padding, so an epoch is faster. The loss is a mean
+    #: over each batch's positions, so a batch of short histories gives each of its few positions a larger
+    #: weight than a batch of long ones does; off, batches are drawn at random and every position weighs the same
+    #: in expectation (RecTools, RecBole).
+    batch_by_length: bool = True
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
     #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row

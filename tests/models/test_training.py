@@ -155,6 +155,19 @@ def test_leave_one_out_split_and_batches():
     assert all(torch.equal(a.items, b.items) for a, b in zip(batches, again, strict=True))
 
 
+@pytest.mark.parametrize("by_length", [True, False])
+def test_batches_cover_every_sequence_once_and_group_by_length_only_when_asked(by_length):
+    rng = np.random.default_rng(0)
+    lengths = rng.permutation(np.repeat([2, 30], 64))
+    sequences = [np.arange(1, n + 1) + 100 * i for i, n in enumerate(lengths)]
+    batches = train_batches(sequences, 16, 50, seed=1, epoch=0, by_length=by_length)
+    firsts = sorted(int(row[row > 0][0]) for b in batches for row in b.items)
+    assert firsts == sorted(int(s[0]) for s in sequences)  # each sequence exactly once
+    mixed = sum(len({int((row > 0).sum()) for row in b.items}) > 1 for b in batches)
+    # 128 sequences of two lengths in one window of 50 batches: sorted, only the batch at the boundary mixes them
+    assert mixed <= 1 if by_length else mixed >= 4
+
+
 def test_time_split_never_trains_on_the_evaluated_periods(tmp_path):
     # 20 ratings at times 1..20; holdout 0.1 -> validation from t=17, test from t=19.
     rows = [("u1", "a", t) for t in (1, 3, 5)] + [("u1", "b", 17), ("u1", "c", 19), ("u1", "d", 20)]
