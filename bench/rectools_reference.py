@@ -3,19 +3,20 @@
 The 256-negative SASRec and eSASRec references in bench/RESULTS.md were
 produced with RecTools. Our SASRec, given their setting, stays below their
 figures, so this script trains RecTools' implementation itself on exactly the
-split our benchmarks read (an S3-Rec style file: one line per user, items in
-order; each user's last item is the test target, the one before it the
-validation target, the rest is training), picks the epoch on validation
-HR@10 (as the eSASRec repository does), and prints one JSON line per epoch
-and the test figures in our metrics, seen items removed and kept. An epoch
-takes minutes here; ``kill -USR1 <pid>`` ends training after the current
-epoch and tests the best one.
+split our benchmarks read (``models.data.load_benchmark``: each user's last
+item is the test target, the one before it the validation target, the rest
+is training), picks the epoch on validation HR@10 (as the eSASRec repository
+does), and prints one JSON line per epoch and the test figures in our
+metrics (``models.evaluate.ranking_metrics``), seen items removed and kept.
+An epoch takes minutes here; ``kill -USR1 <pid>`` ends training after the
+current epoch and tests the best one.
 
-RecTools is not a dependency of the project: run this in its own
-environment, e.g.
+RecTools is not a dependency of the project: run this from the repository
+root in an environment of its own (pydantic-settings is what reading our
+split needs there), e.g.
 
-    python3.11 -m venv /tmp/rt && /tmp/rt/bin/pip install torch==2.13.0 'rectools[torch]'
-    /tmp/rt/bin/python bench/rectools_reference.py ../shared/data/amazon-beauty/Beauty.txt \\
+    python3.11 -m venv /tmp/rt && /tmp/rt/bin/pip install torch==2.13.0 'rectools[torch]' pydantic-settings
+    PYTHONPATH=. /tmp/rt/bin/python bench/rectools_reference.py ../shared/data/amazon-beauty/Beauty.txt \\
         --out bench/out/rectools_beauty --epochs 60
 """
 
@@ -24,57 +25,41 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import signal
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
-def read_sequences(path: Path) -> dict[int, list[int]]:
-    """``user item item ...`` per line; lines with fewer than three items cannot be split and are counted."""
-    sequences, skipped = {}, 0
-    for line in path.read_text().splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            skipped += bool(fields)
-            continue
-        sequences[int(fields[0])] = [int(item) for item in fields[1:]]
-    if skipped:
-        print(f"warning: skipped {skipped} line(s) with fewer than three items", file=sys.stderr)
-    return sequences
+from models.data import DataError, load_benchmark
+from models.evaluate import ranking_metrics
 
 
-def interactions(sequences: dict[int, list[int]], drop_last: int):
+def interactions(histories: list[np.ndarray]):
+    """RecTools' input: user ``u`` (the split's row) read ``histories[u]`` in order, one second apart."""
     import pandas as pd
     from rectools import Columns
 
     rows = [
-        (user, item, 1.0, pd.Timestamp(0) + pd.Timedelta(seconds=position))
-        for user, items in sequences.items()
-        for position, item in enumerate(items[: len(items) - drop_last])
+        (user, int(item), 1.0, pd.Timestamp(0) + pd.Timedelta(seconds=position))
+        for user, items in enumerate(histories)
+        for position, item in enumerate(items)
     ]
     return pd.DataFrame(rows, columns=[Columns.User, Columns.Item, Columns.Weight, Columns.Datetime])
 
 
-def ranking_metrics(model, dataset, targets: dict[int, int], filter_viewed: bool) -> dict[str, float]:
+def target_metrics(model, dataset, targets: np.ndarray, filter_viewed: bool) -> dict[str, float]:
+    """Our HR/NDCG@{10,20} of user ``u``'s ``targets[u]`` in RecTools' top 20 (rank 20 stands for not in it)."""
     from rectools import Columns
 
-    users = list(targets)
-    reco = model.recommend(users=users, dataset=dataset, k=20, filter_viewed=filter_viewed)
+    k = 20
+    reco = model.recommend(users=list(range(len(targets))), dataset=dataset, k=k, filter_viewed=filter_viewed)
     rank_of = {
-        (user, item): rank for user, item, rank in zip(reco[Columns.User], reco[Columns.Item], reco[Columns.Rank])
+        (user, item): rank - 1 for user, item, rank in zip(reco[Columns.User], reco[Columns.Item], reco[Columns.Rank])
     }
-    figures = {"hr_10": 0.0, "hr_20": 0.0, "ndcg_10": 0.0, "ndcg_20": 0.0}
-    for user, target in targets.items():
-        rank = rank_of.get((user, target))
-        if rank is None:
-            continue
-        for k in (10, 20):
-            if rank <= k:
-                figures[f"hr_{k}"] += 1
-                figures[f"ndcg_{k}"] += 1 / math.log2(rank + 1)
-    return {name: value / len(targets) for name, value in figures.items()}
+    ranks = np.array([rank_of.get((user, int(target)), k) for user, target in enumerate(targets)])
+    return ranking_metrics(ranks, (10, k))
 
 
 def main() -> int:
@@ -94,8 +79,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"error: no such file: {args.data}", file=sys.stderr)
+    try:
+        data = load_benchmark(str(args.data))
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
     import torch
@@ -105,11 +92,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed, workers=True)
-    sequences = read_sequences(args.data)
-    valid_targets = {user: items[-2] for user, items in sequences.items()}
-    test_targets = {user: items[-1] for user, items in sequences.items()}
-    train_set = Dataset.construct(interactions(sequences, drop_last=2))
-    test_history = Dataset.construct(interactions(sequences, drop_last=1))
+    train_set = Dataset.construct(interactions(data.valid.histories))
+    test_history = Dataset.construct(interactions(data.test.histories))
 
     model = SASRecModel(
         n_blocks=args.blocks, n_heads=args.heads, n_factors=args.factors, dropout_rate=args.dropout,
@@ -125,7 +109,7 @@ def main() -> int:
         started = time.perf_counter()
         model.fit_partial(train_set, min_epochs=1, max_epochs=1)
         seconds = time.perf_counter() - started
-        valid = ranking_metrics(model, train_set, valid_targets, filter_viewed=True)
+        valid = target_metrics(model, train_set, data.valid.targets, filter_viewed=True)
         row = {"epoch": epoch, "train_seconds": round(seconds, 1), **{f"valid_{k}": v for k, v in valid.items()}}
         print(json.dumps(row), flush=True)
         log.write(json.dumps(row) + "\n")
@@ -140,8 +124,8 @@ def main() -> int:
         "epochs": epoch,
         "best_epoch": best_epoch,
         "valid_hr_10_seen_removed": best,
-        "test_seen_removed": ranking_metrics(model, test_history, test_targets, filter_viewed=True),
-        "test_seen_kept": ranking_metrics(model, test_history, test_targets, filter_viewed=False),
+        "test_seen_removed": target_metrics(model, test_history, data.test.targets, filter_viewed=True),
+        "test_seen_kept": target_metrics(model, test_history, data.test.targets, filter_viewed=False),
         "settings": {key: str(value) for key, value in vars(args).items()},
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
