@@ -13,6 +13,9 @@ throughput pass goes through every model in turn), so load from anything
 else sharing the machine falls on all of them alike and the ratios hold.
 On a GPU (``--device cuda``) every timer waits for the device, and
 ``--big-batch`` adds throughput at a batch large enough to fill it.
+``--random-batches`` also times each model's epoch with batches drawn at
+random (``training.batch_by_length`` false) beside the default batches by
+length, on a copy of the model, and counts the padded positions of each.
 
     python bench/models_speed.py --data amazon-beauty --data-root ../shared/data --threads 1
 """
@@ -20,6 +23,7 @@ On a GPU (``--device cuda``) every timer waits for the device, and
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -44,38 +48,46 @@ def clock() -> float:
     return time.perf_counter()
 
 
-def train_epoch_seconds(models: dict, data, batch_size: int) -> dict[str, tuple[float, int, float]]:
-    """Per model: seconds for one epoch, sequences in it, and GFLOP per training step (mean of the warm-up steps).
+def train_epoch_seconds(models: dict, data, batch_size: int, random_too: bool = False) -> dict[tuple[str, str], tuple[float, int, int, float]]:
+    """Per (model, batch order): seconds for one epoch, sequences and padded positions in it, and GFLOP per
+    training step (mean of the warm-up steps).
 
-    Every batch is a step of each model in turn (the order rotating), so each model's seconds are summed
-    over the same stretch of time."""
+    Orders: ``length`` (``training.batch_by_length``, the default) and, with ``random_too``, ``random`` on a copy
+    of each model. Every batch index is a step of each (model, order) in turn (the order rotating), so each one's
+    seconds are summed over the same stretch of time."""
     any_model = next(iter(models.values()))
-    batches = train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0)
-    warmup = batches[:3]  # allocator, kernels: outside the timer
+    orders = {"length": train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0)}
+    if random_too:
+        orders["random"] = train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0, by_length=False)
+    runs = {(name, order): model if order == "length" else copy.deepcopy(model) for name, model in models.items() for order in orders}
     optimizers, step_gflop = {}, {}
-    for name, model in models.items():
-        optimizers[name] = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for key, model in runs.items():
+        optimizers[key] = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model.train()
         model.epoch = 10  # past every warm-up: all loss terms on
+        warmup = orders[key[1]][:3]  # allocator, kernels: outside the timer
         with FlopCounterMode(display=False) as counter:
             for batch in warmup:
                 model.loss(batch.to(DEVICE))[0].backward()
-        optimizers[name].zero_grad(set_to_none=True)
-        step_gflop[name] = counter.get_total_flops() / 1e9 / len(warmup)
-    seconds = dict.fromkeys(models, 0.0)
-    names = list(models)
-    for i, batch in enumerate(batches):
-        batch = batch.to(DEVICE)  # once per batch, as the throughput passes do, not once per model
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            model, optimizer = models[name], optimizers[name]
+        optimizers[key].zero_grad(set_to_none=True)
+        step_gflop[key] = counter.get_total_flops() / 1e9 / len(warmup)
+    seconds = dict.fromkeys(runs, 0.0)
+    keys = list(runs)
+    for i in range(max(len(batches) for batches in orders.values())):
+        moved = {order: batches[i].to(DEVICE) for order, batches in orders.items() if i < len(batches)}  # once per batch
+        for key in keys[i % len(keys):] + keys[:i % len(keys)]:
+            if key[1] not in moved:
+                continue
+            model, optimizer = runs[key], optimizers[key]
             started = clock()
-            loss, _ = model.loss(batch)
+            loss, _ = model.loss(moved[key[1]])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            seconds[name] += clock() - started
-    sequences = sum(b.items.shape[0] for b in batches)
-    return {name: (seconds[name], sequences, step_gflop[name]) for name in models}
+            seconds[key] += clock() - started
+    sequences = {order: sum(b.items.shape[0] for b in batches) for order, batches in orders.items()}
+    positions = {order: sum(b.items.numel() for b in batches) for order, batches in orders.items()}
+    return {key: (seconds[key], sequences[key[1]], positions[key[1]], step_gflop[key]) for key in runs}
 
 
 @torch.no_grad()
@@ -132,6 +144,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3, help="Throughput passes per model (the best counts).")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--random-batches", action="store_true",
+                        help="Also time each model's epoch with batches drawn at random (training.batch_by_length false).")
     parser.add_argument("--long", type=int, default=20, help="Also measure throughput on histories of at least this many items.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--big-batch", type=int, default=0, help="Also measure throughput at this batch size (0: no).")
@@ -149,8 +163,11 @@ def main() -> None:
         models[name] = build_model(name, ModelSettings(**settings), data.num_items).to(DEVICE)
     rows = {name: {} for name in models}
     if not args.skip_training:
-        for name, (seconds, sequences, step_gflop) in train_epoch_seconds(models, data, 256).items():
-            rows[name].update(epoch_seconds=seconds, train_sequences_per_s=sequences / seconds, train_step_gflop=step_gflop)
+        for (name, order), (seconds, sequences, positions, step_gflop) in train_epoch_seconds(
+                models, data, 256, args.random_batches).items():
+            suffix = "" if order == "length" else f"_{order}"
+            rows[name].update({f"epoch_seconds{suffix}": seconds, f"train_sequences_per_s{suffix}": sequences / seconds,
+                               f"train_step_gflop{suffix}": step_gflop, f"padded_positions{suffix}": positions})
     latency_ms(models, sample, 20)  # warm-up
     long_histories = [h for h in data.test.histories if len(h) >= args.long]
     times = latency_ms(models, sample, args.requests)
@@ -181,6 +198,12 @@ def main() -> None:
                        if "epoch_seconds" in row else "- | - | -")
         print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | "
               f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(row)} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
+    if args.random_batches and not args.skip_training:
+        print("\n| model | s/epoch, batches by length | s/epoch, at random | ratio | padded positions, by length | at random |")
+        print("|---|---|---|---|---|---|")
+        for name, row in rows.items():
+            print(f"| {name} | {row['epoch_seconds']:.1f} | {row['epoch_seconds_random']:.1f} | "
+                  f"{row['epoch_seconds_random'] / row['epoch_seconds']:.2f} | {row['padded_positions']} | {row['padded_positions_random']} |")
     if args.big_batch:
         print(f"\n| model | users/s (batch {args.big_batch}) | overhead vs SASRec |\n|---|---|---|")
         for name, row in rows.items():
