@@ -56,9 +56,8 @@ def train_epoch_seconds(models: dict, data, batch_size: int, random_too: bool = 
     of each model. Every batch index is a step of each (model, order) in turn (the order rotating), so each one's
     seconds are summed over the same stretch of time."""
     any_model = next(iter(models.values()))
-    orders = {"length": train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0)}
-    if random_too:
-        orders["random"] = train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0, by_length=False)
+    orders = {order: train_batches(data.train, batch_size, any_model.cfg.max_len, seed=0, epoch=0, by_length=order == "length")
+              for order in (("length", "random") if random_too else ("length",))}  # the same number of batches each
     runs = {(name, order): model if order == "length" else copy.deepcopy(model) for name, model in models.items() for order in orders}
     optimizers, step_gflop = {}, {}
     for key, model in runs.items():
@@ -73,11 +72,9 @@ def train_epoch_seconds(models: dict, data, batch_size: int, random_too: bool = 
         step_gflop[key] = counter.get_total_flops() / 1e9 / len(warmup)
     seconds = dict.fromkeys(runs, 0.0)
     keys = list(runs)
-    for i in range(max(len(batches) for batches in orders.values())):
-        moved = {order: batches[i].to(DEVICE) for order, batches in orders.items() if i < len(batches)}  # once per batch
+    for i in range(len(orders["length"])):
+        moved = {order: batches[i].to(DEVICE) for order, batches in orders.items()}  # once per batch, not per model
         for key in keys[i % len(keys):] + keys[:i % len(keys)]:
-            if key[1] not in moved:
-                continue
             model, optimizer = runs[key], optimizers[key]
             started = clock()
             loss, _ = model.loss(moved[key[1]])
@@ -85,9 +82,9 @@ def train_epoch_seconds(models: dict, data, batch_size: int, random_too: bool = 
             loss.backward()
             optimizer.step()
             seconds[key] += clock() - started
-    sequences = {order: sum(b.items.shape[0] for b in batches) for order, batches in orders.items()}
+    sequences = sum(b.items.shape[0] for b in orders["length"])  # every order holds every sequence once
     positions = {order: sum(b.items.numel() for b in batches) for order, batches in orders.items()}
-    return {key: (seconds[key], sequences[key[1]], positions[key[1]], step_gflop[key]) for key in runs}
+    return {key: (seconds[key], sequences, positions[key[1]], step_gflop[key]) for key in runs}
 
 
 @torch.no_grad()
