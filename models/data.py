@@ -407,6 +407,13 @@ def train_batches(sequences: list[np.ndarray], batch_size: int, max_len: int, se
     return out
 
 
+def position_weights(batches: list[Batch]) -> list[float]:
+    """Each batch's target positions over the mean per batch (``training.weight_batches_by_positions``)."""
+    counts = [int((b.targets > 0).sum()) for b in batches]
+    mean = sum(counts) / max(len(counts), 1)
+    return [c / mean if mean else 1.0 for c in counts]
+
+
 def _training_row(seq: np.ndarray, context: np.ndarray | None, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs, next items and token types of one training sequence (at most ``max_len`` inputs)."""
     m = 0 if context is None else min(len(context), max_len - 1)

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models import build_model
-from models.data import SequenceData, train_batches
+from models.data import SequenceData, position_weights, train_batches
 from models.evaluate import evaluate
 from reaflow.errors import ReaflowError
 from reaflow.settings import Settings
@@ -158,17 +158,18 @@ def _train_epoch(model, optimizer, scheduler, averaged, data: SequenceData, sett
     model.epoch = epoch
     batches = train_batches(data.train, tcfg.batch_size, settings.model.max_len, tcfg.seed, epoch, data.train_context,
                             tcfg.batch_by_length)
+    weights = position_weights(batches) if tcfg.weight_batches_by_positions else [1.0] * len(batches)
     sums: dict[str, float] = {}
     sequences = 0
     started = time.perf_counter()
     bar = tqdm(batches, desc=f"{model.name} epoch {epoch + 1}", leave=False, disable=progress is False if progress is not None else None)
-    for batch in bar:
+    for batch, weight in zip(bar, weights, strict=True):
         batch = batch.to(device)
         loss, terms = model.loss(batch)
         if not torch.isfinite(loss):
             raise TrainingError(f"{model.name}: loss became {float(loss)} in epoch {epoch + 1}; lower training.learning_rate or the regulariser weights")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         if tcfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()

@@ -391,6 +391,10 @@ class TrainingSettings(_Section):
     #: weight than a batch of long ones does; off, batches are drawn at random and every position weighs the same
     #: in expectation (RecTools, RecBole).
     batch_by_length: bool = True
+    #: Scale each batch's loss by its number of target positions over the epoch's mean, so that with batches by
+    #: length every position weighs the same over an epoch too, at their speed. It scales the whole loss: a
+    #: reasoning model's per-sequence terms then weigh by history length. Near no-op with random batches.
+    weight_batches_by_positions: bool = False
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
     #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row

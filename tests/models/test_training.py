@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from models import Batch, build_model
-from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, train_batches
+from models.data import DataError, EvalSet, leave_one_out, load_benchmark, load_lake_splits, position_weights, train_batches
 from models.evaluate import evaluate, long_tail_items, ranking_metrics, state_breakdown, target_ranks
 from models.train import TrainingError, _decays_now, _fingerprint_changes, _parameter_groups, train
 from tests.conftest import SHARED_DATA
@@ -166,6 +166,33 @@ def test_batches_cover_every_sequence_once_and_group_by_length_only_when_asked(b
     mixed = sum(len({int((row > 0).sum()) for row in b.items}) > 1 for b in batches)
     # 128 sequences of two lengths in one window of 50 batches: sorted, only the batch at the boundary mixes them
     assert mixed <= 1 if by_length else mixed >= 4
+
+
+def test_position_weights_make_every_position_weigh_the_same_over_an_epoch():
+    rng = np.random.default_rng(0)
+    sequences = [np.arange(1, n + 1) for n in rng.permutation(np.repeat([2, 3, 30], 40))]
+    batches = train_batches(sequences, 16, 50, seed=1, epoch=0)
+    weights = position_weights(batches)
+    assert np.mean(weights) == pytest.approx(1.0) and max(weights) > 5 * min(weights)
+    # A per-position value (its target): batch means weighted this way average to the mean over all positions.
+    means = [float(b.targets[b.targets > 0].float().mean()) for b in batches]
+    every = torch.cat([b.targets[b.targets > 0] for b in batches]).float().mean()
+    assert np.mean([w * m for w, m in zip(weights, means, strict=True)]) == pytest.approx(float(every))
+    assert np.mean(means) != pytest.approx(float(every), rel=0.05)  # unweighted, short histories count for more
+
+
+@pytest.mark.parametrize("batch_size", [8, 512])
+def test_the_trainer_weighs_batches_by_positions_only_when_asked(tiny_file, make_settings, tmp_path, batch_size):
+    """With one batch per epoch its weight is 1 and nothing changes; with many, the weights change the steps."""
+    data = load_benchmark(tiny_file)
+    runs = []
+    for weighted in (False, True):
+        settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": batch_size, "threads": 1,
+                                                             "weight_batches_by_positions": weighted})
+        train(settings, "sasrec", data, tmp_path / f"run-{weighted}", track=False, progress=False)
+        runs.append(torch.load(tmp_path / f"run-{weighted}" / "checkpoint.pt", weights_only=False)["model"])
+    same = all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert same == (batch_size == 512)
 
 
 def test_time_split_never_trains_on_the_evaluated_periods(tmp_path):
