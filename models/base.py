@@ -35,6 +35,9 @@ class SequentialModel(nn.Module):
     """
 
     name: str = ""
+    #: The terms of ``losses`` taken once per sequence (at its newest item) rather than at every target
+    #: position: the trainer's position weights may leave them out (``training.weight_sequence_terms_by_positions``).
+    sequence_terms: frozenset[str] = frozenset()
 
     def __init__(self, cfg: ModelSettings, num_items: int, knowledge: torch.Tensor | None = None):
         super().__init__()
@@ -50,11 +53,14 @@ class SequentialModel(nn.Module):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training objective and its named terms (as floats, for logging)."""
+    def loss(self, batch: Batch, position_weight: float = 1.0, sequence_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training objective and its named terms (as floats, for logging, before the weights).
+
+        ``sequence_weight`` scales the ``sequence_terms``, ``position_weight`` every other term.
+        """
         with self.backbone.items.one_table():
             terms = self.losses(batch)
-        total = sum(terms.values())
+        total = sum(value * (sequence_weight if name in self.sequence_terms else position_weight) for name, value in terms.items())
         return total, {name: float(value.detach()) for name, value in terms.items()}
 
     def named_states(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -55,6 +55,7 @@ from reaflow.settings import ModelSettings
 
 class PLR(SequentialModel):
     name = "plr"
+    sequence_terms = frozenset({"kl_global", "contrastive"})
 
     def __init__(self, cfg: ModelSettings, num_items: int, knowledge: torch.Tensor | None = None):
         super().__init__(cfg, num_items, knowledge)

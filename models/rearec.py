@@ -82,6 +82,7 @@ class ReaRecERL(ReaRec):
     """Ensemble reasoning: score with the mean of all K+1 states; reward diverse step distributions."""
 
     name = "rearec-erl"
+    sequence_terms = frozenset({"kl_diversity"})
 
     def scored(self, states: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(states).mean(0)
@@ -101,6 +102,7 @@ class ReaRecPRL(ReaRec):
     """Progressive reasoning: later steps see sharper targets; the last step scores."""
 
     name = "rearec-prl"
+    sequence_terms = frozenset({"contrastive"})
 
     def scored(self, states: list[torch.Tensor]) -> torch.Tensor:
         return states[-1]

@@ -165,11 +165,11 @@ def _train_epoch(model, optimizer, scheduler, averaged, data: SequenceData, sett
     bar = tqdm(batches, desc=f"{model.name} epoch {epoch + 1}", leave=False, disable=progress is False if progress is not None else None)
     for batch, weight in zip(bar, weights, strict=True):
         batch = batch.to(device)
-        loss, terms = model.loss(batch)
+        loss, terms = model.loss(batch, weight, weight if tcfg.weight_sequence_terms_by_positions else 1.0)
         if not torch.isfinite(loss):
             raise TrainingError(f"{model.name}: loss became {float(loss)} in epoch {epoch + 1}; lower training.learning_rate or the regulariser weights")
         optimizer.zero_grad(set_to_none=True)
-        (loss * weight).backward()
+        loss.backward()
         if tcfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()

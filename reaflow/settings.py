@@ -397,6 +397,10 @@ class TrainingSettings(_Section):
     #: Beauty it lifted SASRec (as much as random batches did) and PLR at d=64 and d=256, and ReaRec-ERL and
     #: ReaRec-PRL at d=256; at d=64 ERL and PRL start slower with it and end lower at a 10-epoch cap (bench/RESULTS.md).
     weight_batches_by_positions: bool = True
+    #: With ``weight_batches_by_positions``, scale by the same weight the reasoning models' terms taken once per
+    #: sequence (ERL's divergence, PRL's and PLR's contrastive, PLR's regulariser); off, only the terms taken at
+    #: every position are weighted, and each sequence's regularisers weigh the same whatever its length.
+    weight_sequence_terms_by_positions: bool = True
     #: Optimiser steps over which the learning rate rises linearly from 0 (0: none).
     warmup_steps: int = Field(100, ge=0)
     #: Multiply the learning rate by ``lr_decay_factor`` each time validation has gone this many epochs in a row

@@ -337,6 +337,21 @@ def test_a_position_history_is_the_logged_items_up_to_it():
         build_model("sasrec", small_config(exclude_seen=True), 12).recommendation_loss(states[0], targets[:6])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_the_loss_weighs_per_sequence_terms_apart_from_per_position_ones(name):
+    model = build_model(name, small_config(), 12).train()
+    model.epoch = 5
+    torch.manual_seed(5)  # the same dropout masks in both calls
+    _, terms = model.loss(batch())
+    torch.manual_seed(5)
+    total, again = model.loss(batch(), position_weight=2.0, sequence_weight=0.5)
+    assert again == pytest.approx(terms)  # the logged terms are before the weights
+    assert model.sequence_terms <= set(terms) and "rec" not in model.sequence_terms
+    expected = sum(v * (0.5 if k in model.sequence_terms else 2.0) for k, v in terms.items())
+    assert float(total) == pytest.approx(expected, rel=1e-5)
+    assert bool(model.sequence_terms) == (name != "sasrec")
+
+
 def test_erl_state_loss_trains_each_state_alone_beside_the_ensemble():
     torch.manual_seed(4)
     model = build_model("rearec-erl", small_config(erl_state_loss_weight=0.5, dropout=0.0), 12).train()

@@ -195,6 +195,20 @@ def test_the_trainer_weighs_batches_by_positions_only_when_asked(tiny_file, make
     assert same == (batch_size == 512)
 
 
+@pytest.mark.parametrize("name", ["sasrec", "rearec-erl"])
+def test_the_trainer_leaves_per_sequence_terms_unweighted_only_when_asked(tiny_file, make_settings, tmp_path, name):
+    """SASRec has no per-sequence term, so the setting changes nothing for it; ERL's divergence it does."""
+    data = load_benchmark(tiny_file)
+    runs = []
+    for weighted in (False, True):
+        settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": 8, "threads": 1,
+                                                             "weight_sequence_terms_by_positions": weighted})
+        train(settings, name, data, tmp_path / f"run-{weighted}", track=False, progress=False)
+        runs.append(torch.load(tmp_path / f"run-{weighted}" / "checkpoint.pt", weights_only=False)["model"])
+    same = all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert same == (name == "sasrec")
+
+
 def test_time_split_never_trains_on_the_evaluated_periods(tmp_path):
     # 20 ratings at times 1..20; holdout 0.1 -> validation from t=17, test from t=19.
     rows = [("u1", "a", t) for t in (1, 3, 5)] + [("u1", "b", 17), ("u1", "c", 19), ("u1", "d", 20)]
