@@ -392,8 +392,8 @@ class TrainingSettings(_Section):
     #: drawn at random and every position weighs the same in expectation (RecTools, RecBole).
     batch_by_length: bool = True
     #: Scale each batch's loss by its number of target positions over the epoch's mean, so that with batches by
-    #: length every position weighs the same over an epoch too, at their speed. It scales the whole loss: a
-    #: reasoning model's per-sequence terms then weigh by history length. Near no-op with random batches. On
+    #: length every position weighs the same over an epoch too, at their speed. A reasoning model's per-sequence terms
+    #: take the weight too unless ``weight_sequence_terms_by_positions`` is off. Near no-op with random batches. On
     #: Beauty it lifted SASRec (as much as random batches did) and PLR at d=64 and d=256, and ReaRec-ERL and
     #: ReaRec-PRL at d=256; at d=64 ERL and PRL start slower with it and end lower at a 10-epoch cap (bench/RESULTS.md).
     weight_batches_by_positions: bool = True
