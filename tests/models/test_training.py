@@ -184,29 +184,26 @@ def test_position_weights_make_every_position_weigh_the_same_over_an_epoch():
 @pytest.mark.parametrize("batch_size", [8, 512])
 def test_the_trainer_weighs_batches_by_positions_only_when_asked(tiny_file, make_settings, tmp_path, batch_size):
     """With one batch per epoch its weight is 1 and nothing changes; with many, the weights change the steps."""
-    data = load_benchmark(tiny_file)
-    runs = []
-    for weighted in (False, True):
-        settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": batch_size, "threads": 1,
-                                                             "weight_batches_by_positions": weighted})
-        train(settings, "sasrec", data, tmp_path / f"run-{weighted}", track=False, progress=False)
-        runs.append(torch.load(tmp_path / f"run-{weighted}" / "checkpoint.pt", weights_only=False)["model"])
-    same = all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    same = _same_weights_either_way(tiny_file, make_settings, tmp_path, "sasrec", "weight_batches_by_positions", batch_size)
     assert same == (batch_size == 512)
 
 
 @pytest.mark.parametrize("name", ["sasrec", "rearec-erl"])
 def test_the_trainer_leaves_per_sequence_terms_unweighted_only_when_asked(tiny_file, make_settings, tmp_path, name):
     """SASRec has no per-sequence term, so the setting changes nothing for it; ERL's divergence it does."""
+    same = _same_weights_either_way(tiny_file, make_settings, tmp_path, name, "weight_sequence_terms_by_positions", 8)
+    assert same == (name == "sasrec")
+
+
+def _same_weights_either_way(tiny_file, make_settings, tmp_path, name: str, switch: str, batch_size: int) -> bool:
+    """Whether one epoch ends with bit-identical weights with the training setting ``switch`` off and on."""
     data = load_benchmark(tiny_file)
     runs = []
-    for weighted in (False, True):
-        settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": 8, "threads": 1,
-                                                             "weight_sequence_terms_by_positions": weighted})
-        train(settings, name, data, tmp_path / f"run-{weighted}", track=False, progress=False)
-        runs.append(torch.load(tmp_path / f"run-{weighted}" / "checkpoint.pt", weights_only=False)["model"])
-    same = all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
-    assert same == (name == "sasrec")
+    for on in (False, True):
+        settings = make_settings(model=TINY_MODEL, training={"max_epochs": 1, "batch_size": batch_size, "threads": 1, switch: on})
+        train(settings, name, data, tmp_path / f"run-{on}", track=False, progress=False)
+        runs.append(torch.load(tmp_path / f"run-{on}" / "checkpoint.pt", weights_only=False)["model"])
+    return all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
 def test_time_split_never_trains_on_the_evaluated_periods(tmp_path):
