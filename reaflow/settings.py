@@ -371,9 +371,9 @@ class TrainingSettings(_Section):
     #: The candidates also read each user's generated beyond-log items (``enrich/beyond_log``), marked by a type
     #: embedding, after the history.
     beyond_log: bool = False
-    #: A ceiling, not the training length: early stopping (``patience``) ends a run. On `make run`'s simulated days
-    #: the four candidates peak at epochs 20-41 and on Beauty at 17-20+; a cap of 10 stopped them at half their
-    #: validation NDCG@10 (bench/RESULTS.md, "The daily run's epoch cap and patience").
+    #: A ceiling; early stopping (``patience``) ends most runs first. On `make run`'s simulated days the candidates
+    #: peak at epochs 20-50 (8 on the smallest, first day) and on Beauty past 17; a cap of 10 stopped them at about
+    #: half their validation NDCG@10 (bench/RESULTS.md, "The daily run's epoch cap and patience").
     max_epochs: int = Field(50, ge=1)
     #: Stop after this many epochs without a better validation score (``selection_metric``). Validation can dip
     #: for three epochs before a model's second rise (SASRec on the second simulated day); 3 stopped it there.
