@@ -82,7 +82,7 @@ def test_simulate_then_rerun_is_identical(tmp_path):
 def test_run_uses_the_configured_source(tmp_path):
     config = tmp_path / "reaflow.yaml"
     config.write_text(f"lake_root: {tmp_path / 'lake'}\nsimulator:\n  days: 2\n  events: 3000\n  users: 200\n  items: 100\n"
-                      "enrich:\n  enabled: false\n")
+                      "enrich:\n  enabled: false\ntraining:\n  max_epochs: 2\n")
     result = reaflow("run", "--config", str(config), timeout=1200)  # the whole DAG, two days: minutes on a busy machine
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "lake" / "raw" / "events").iterdir()) == ["ds=2024-01-01", "ds=2024-01-02"]
