@@ -47,6 +47,15 @@ class SequenceCache:
     def length(self) -> int:
         return self.key_mask.shape[-1]
 
+    def contiguous(self) -> "SequenceCache":
+        """The keys and values laid out [B, heads, L, head_dim] in memory.
+
+        They are strided views of the fused projection; a reasoning step's
+        matrix product would copy them into this layout at every step (on
+        ml-100k that was most of ERL's inference overhead), so a chain does it once.
+        """
+        return SequenceCache([k.contiguous() for k in self.keys], [v.contiguous() for v in self.values], self.key_mask)
+
 
 class ItemEmbedding(nn.Module):
     """Item ids to vectors; optionally fused with a fixed per-item knowledge embedding through a learned gate.
@@ -311,6 +320,7 @@ class Backbone(nn.Module):
         step [B, S, d], and of the twin [B, 1, d] (empty without noise).
         """
         slots = start.shape[1]
+        cache = cache.contiguous()
         where = torch.cat([positions, positions[-1:]]) if noise else positions
         # Slot s sees the cached keys up to its own position; the same for every step of the chain.
         causal = torch.arange(cache.length, device=start.device)[None, :] <= where[:, None]  # [S, L]
