@@ -13,6 +13,9 @@ throughput pass goes through every model in turn), so load from anything
 else sharing the machine falls on all of them alike and the ratios hold.
 On a GPU (``--device cuda``) every timer waits for the device, and
 ``--big-batch`` adds throughput at a batch large enough to fill it.
+``--compile`` adds, beside each model, its scoring path compiled by
+``torch.compile`` (dynamic shapes; compilation before the timers), timed
+interleaved with the eager ones.
 ``--random-batches`` also times each model's epoch with batches drawn at
 random (``training.batch_by_length`` false) beside the default batches by
 length, on a copy of the model, and counts the padded positions of each.
@@ -120,6 +123,19 @@ def throughput(models: dict, histories, batch_size: int = 256, repeats: int = 3)
     return {name: len(histories) / best[name] for name in models}
 
 
+def compiled_scoring(model):
+    """The model sharing its weights, its ``score`` compiled (shapes marked dynamic: histories vary in length and batch)."""
+    # The four models' ``score`` is one function to dynamo: each model type, and each shape family, is a recompile.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    twin = copy.copy(model)
+    twin.score = torch.compile(model.score, dynamic=True)
+    twin.eval()
+    with torch.no_grad():
+        for length in (1, 7, model.cfg.max_len):  # compile now, not inside a timer
+            twin.score(Batch(torch.ones(2, length, dtype=torch.long, device=DEVICE)))
+    return twin
+
+
 @torch.no_grad()
 def gflops(model, histories, batch_size: int = 256) -> float:
     """Floating-point operations of one scoring pass over all histories (matrix products and attention)."""
@@ -146,6 +162,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=20, help="Also measure throughput on histories of at least this many items.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--big-batch", type=int, default=0, help="Also measure throughput at this batch size (0: no).")
+    parser.add_argument("--compile", action="store_true", help="Also time each model's scoring compiled by torch.compile.")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -165,6 +182,9 @@ def main() -> None:
             suffix = "" if order == "length" else f"_{order}"
             rows[name].update({f"epoch_seconds{suffix}": seconds, f"train_sequences_per_s{suffix}": sequences / seconds,
                                f"train_step_gflop{suffix}": step_gflop, f"padded_positions{suffix}": positions})
+    if args.compile:
+        models |= {f"{name}+compile": compiled_scoring(model) for name, model in models.items()}
+        rows |= {name: {} for name in models if name not in rows}
     latency_ms(models, sample, 20)  # warm-up
     long_histories = [h for h in data.test.histories if len(h) >= args.long]
     times = latency_ms(models, sample, args.requests)
@@ -176,35 +196,41 @@ def main() -> None:
         row = rows[name]
         row.update(p50_ms=statistics.median(times[name]), p99_ms=float(np.percentile(times[name], 99)),
                    **{key: per_model[name] for key, per_model in rates.items()},
-                   batch256_gflop=gflops(model, data.test.histories))
+                   batch256_gflop=rows[name.removesuffix("+compile")].get("batch256_gflop") or gflops(model, data.test.histories))
         print(name, json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
-    base = rows.get("sasrec")
+
+    def base_of(name):
+        """Each row's SASRec: the compiled one for a compiled row."""
+        return rows.get("sasrec+compile" if name.endswith("+compile") else "sasrec")
+
     where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else platform.processor() or platform.machine()
     print(f"\n{args.data}, {json.dumps(settings)}, {args.threads} thread(s), torch {torch.__version__}, {where}")
     print(f"| model | train seq/s | s/epoch | train GFLOP/step | p50 ms (batch 1) | p99 ms | users/s (batch 256) | overhead vs SASRec | GFLOP (batch 256, all users) | FLOP overhead | users/s, histories >= {args.long} | overhead vs SASRec |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
-    def overhead(row, key):
-        return f"{(base[key] / row[key] - 1) * 100:+.1f}%" if base else "n/a"
+    def overhead(name, key):
+        base = base_of(name)
+        return f"{(base[key] / rows[name][key] - 1) * 100:+.1f}%" if base else "n/a"
 
-    def flop_overhead(row):
-        return f"{(row['batch256_gflop'] / base['batch256_gflop'] - 1) * 100:+.1f}%" if base else "n/a"
+    def flop_overhead(name):
+        base = base_of(name)
+        return f"{(rows[name]['batch256_gflop'] / base['batch256_gflop'] - 1) * 100:+.1f}%" if base else "n/a"
 
     for name, row in rows.items():
         train_cells = (f"{row['train_sequences_per_s']:.0f} | {row['epoch_seconds']:.1f} | {row['train_step_gflop']:.1f}"
                        if "epoch_seconds" in row else "- | - | -")
         print(f"| {name} | {train_cells} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['batch256_users_per_s']:.0f} | "
-              f"{overhead(row, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(row)} | {row['batch256_long_users_per_s']:.0f} | {overhead(row, 'batch256_long_users_per_s')} |")
+              f"{overhead(name, 'batch256_users_per_s')} | {row['batch256_gflop']:.1f} | {flop_overhead(name)} | {row['batch256_long_users_per_s']:.0f} | {overhead(name, 'batch256_long_users_per_s')} |")
     if args.random_batches and not args.skip_training:
         print("\n| model | s/epoch, batches by length | s/epoch, at random | ratio | padded positions, by length | at random |")
         print("|---|---|---|---|---|---|")
-        for name, row in rows.items():
+        for name, row in ((name, row) for name, row in rows.items() if "epoch_seconds_random" in row):
             print(f"| {name} | {row['epoch_seconds']:.1f} | {row['epoch_seconds_random']:.1f} | "
                   f"{row['epoch_seconds_random'] / row['epoch_seconds']:.2f} | {row['padded_positions']} | {row['padded_positions_random']} |")
     if args.big_batch:
         print(f"\n| model | users/s (batch {args.big_batch}) | overhead vs SASRec |\n|---|---|---|")
         for name, row in rows.items():
-            print(f"| {name} | {row['big_batch_users_per_s']:.0f} | {overhead(row, 'big_batch_users_per_s')} |")
+            print(f"| {name} | {row['big_batch_users_per_s']:.0f} | {overhead(name, 'big_batch_users_per_s')} |")
 
 
 if __name__ == "__main__":
