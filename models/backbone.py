@@ -51,8 +51,9 @@ class SequenceCache:
         """The keys and values laid out [B, heads, L, head_dim] in memory.
 
         They are strided views of the fused projection; a reasoning step's
-        matrix product would copy them into this layout at every step (on
-        ml-100k that was most of ERL's inference overhead), so a chain does it once.
+        matrix product would copy them into this layout at every step, so a
+        chain does it once (scoring with ERL and PLR about 4% faster;
+        bench/RESULTS.md).
         """
         return SequenceCache([k.contiguous() for k in self.keys], [v.contiguous() for v in self.values], self.key_mask)
 
